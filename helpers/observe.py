@@ -1,0 +1,511 @@
+"""Measure what the kernel did: TCP_INFO, the socket table, kernel counters, open fds.
+
+Theory of operation. Linux exposes three views of TCP, each with its own trust level:
+
+* ``getsockopt(IPPROTO_TCP, TCP_INFO)`` describes one socket (struct tcp_info in
+  <linux/tcp.h>): its state, timers in microseconds, and how many segments it sent and
+  received. It is the trustworthy evidence, because no other process touches it.
+* ``/proc/net/tcp`` and ``/proc/net/tcp6`` list every TCP socket of this network namespace,
+  as ``ss -tan`` does: state, addresses, queues and the pending timer. For a LISTEN socket
+  the rx_queue column is the accept queue (connections the kernel completed and
+  ``accept()`` has not taken yet).
+* ``/proc/net/snmp`` and ``/proc/net/netstat`` hold namespace-wide counters (``netstat
+  -s``). Other processes' traffic moves them too, so lessons diff them around an experiment
+  and assert only on changes they caused, with margins.
+
+This module only measures; drawing lives in ``plots`` and ``diagrams``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .features import require_linux
+
+__all__ = [
+    "TcpState",
+    "TcpInfo",
+    "tcp_info",
+    "SocketEntry",
+    "SocketTable",
+    "socket_table",
+    "entries_for",
+    "Counters",
+    "CounterDiff",
+    "kernel_counters",
+    "counters_diff",
+    "FdEntry",
+    "open_fds",
+]
+
+PROC_NET = Path("/proc/net")
+
+
+class TcpState(enum.Enum):
+    """TCP states with the kernel's numbers (include/net/tcp_states.h)."""
+
+    ESTABLISHED = 1
+    SYN_SENT = 2
+    SYN_RECV = 3
+    FIN_WAIT1 = 4
+    FIN_WAIT2 = 5
+    TIME_WAIT = 6
+    CLOSE = 7
+    CLOSE_WAIT = 8
+    LAST_ACK = 9
+    LISTEN = 10
+    CLOSING = 11
+    NEW_SYN_RECV = 12
+
+    @classmethod
+    def parse(cls, name: str | TcpState) -> TcpState:
+        """Accept 'TIME_WAIT', 'time-wait' or a TcpState; an unknown name lists the valid ones."""
+        if isinstance(name, TcpState):
+            return name
+        key = str(name).strip().upper().replace("-", "_")
+        try:
+            return cls[key]
+        except KeyError:
+            valid = ", ".join(s.name for s in cls)
+            raise ValueError(f"unknown TCP state {name!r}; valid states: {valid}") from None
+
+
+# --------------------------------------------------------------------------- TCP_INFO
+
+# struct tcp_info, in order, from <linux/tcp.h>. The kernel returns as many bytes as it
+# knows; fields beyond what it returned stay None (older kernels stop earlier).
+_TCP_INFO_LAYOUT: list[tuple[str, str]] = [
+    ("state", "B"), ("ca_state", "B"), ("retransmits", "B"), ("probes", "B"),
+    ("backoff", "B"), ("options", "B"), ("_wscale", "B"), ("_flags", "B"),
+    ("rto_us", "I"), ("ato_us", "I"), ("snd_mss", "I"), ("rcv_mss", "I"),
+    ("unacked", "I"), ("sacked", "I"), ("lost", "I"), ("retrans", "I"), ("fackets", "I"),
+    ("last_data_sent_ms", "I"), ("last_ack_sent_ms", "I"),
+    ("last_data_recv_ms", "I"), ("last_ack_recv_ms", "I"),
+    ("pmtu", "I"), ("rcv_ssthresh", "I"), ("rtt_us", "I"), ("rttvar_us", "I"),
+    ("snd_ssthresh", "I"), ("snd_cwnd", "I"), ("advmss", "I"), ("reordering", "I"),
+    ("rcv_rtt_us", "I"), ("rcv_space", "I"), ("total_retrans", "I"),
+    ("pacing_rate", "Q"), ("max_pacing_rate", "Q"), ("bytes_acked", "Q"),
+    ("bytes_received", "Q"), ("segs_out", "I"), ("segs_in", "I"),
+    ("notsent_bytes", "I"), ("min_rtt_us", "I"), ("data_segs_in", "I"),
+    ("data_segs_out", "I"), ("delivery_rate", "Q"), ("busy_time_us", "Q"),
+    ("rwnd_limited_us", "Q"), ("sndbuf_limited_us", "Q"), ("delivered", "I"),
+    ("delivered_ce", "I"), ("bytes_sent", "Q"), ("bytes_retrans", "Q"),
+    ("dsack_dups", "I"), ("reord_seen", "I"), ("rcv_ooopack", "I"), ("snd_wnd", "I"),
+    ("rcv_wnd", "I"), ("rehash", "I"), ("total_rto", "H"), ("total_rto_recoveries", "H"),
+    ("total_rto_time_ms", "I"),
+]
+_TCP_INFO_MAX = 512  # bytes asked for; the kernel returns min(this, sizeof its struct)
+
+
+@dataclass(frozen=True)
+class TcpInfo:
+    """One socket's struct tcp_info. Units are in the names (``_us``, ``_ms``); None = not
+    reported by this kernel.
+
+    For a LISTEN socket the kernel reuses two fields: ``unacked`` is the current accept
+    queue length and ``sacked`` the queue's limit (the backlog passed to listen()).
+    """
+
+    state: TcpState
+    ca_state: int
+    retransmits: int
+    probes: int
+    backoff: int
+    options: int
+    snd_wscale: int
+    rcv_wscale: int
+    rto_us: int
+    ato_us: int
+    snd_mss: int
+    rcv_mss: int
+    unacked: int
+    sacked: int
+    lost: int
+    retrans: int
+    fackets: int
+    last_data_sent_ms: int
+    last_ack_sent_ms: int
+    last_data_recv_ms: int
+    last_ack_recv_ms: int
+    pmtu: int
+    rcv_ssthresh: int
+    rtt_us: int
+    rttvar_us: int
+    snd_ssthresh: int
+    snd_cwnd: int
+    advmss: int
+    reordering: int
+    rcv_rtt_us: int
+    rcv_space: int
+    total_retrans: int
+    pacing_rate: int | None = None
+    max_pacing_rate: int | None = None
+    bytes_acked: int | None = None
+    bytes_received: int | None = None
+    segs_out: int | None = None
+    segs_in: int | None = None
+    notsent_bytes: int | None = None
+    min_rtt_us: int | None = None
+    data_segs_in: int | None = None
+    data_segs_out: int | None = None
+    delivery_rate: int | None = None
+    busy_time_us: int | None = None
+    rwnd_limited_us: int | None = None
+    sndbuf_limited_us: int | None = None
+    delivered: int | None = None
+    delivered_ce: int | None = None
+    bytes_sent: int | None = None
+    bytes_retrans: int | None = None
+    dsack_dups: int | None = None
+    reord_seen: int | None = None
+    rcv_ooopack: int | None = None
+    snd_wnd: int | None = None
+    rcv_wnd: int | None = None
+    rehash: int | None = None
+    total_rto: int | None = None
+    total_rto_recoveries: int | None = None
+    total_rto_time_ms: int | None = None
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> TcpInfo:
+        """Decode the bytes getsockopt(TCP_INFO) returned (any kernel's length)."""
+        if len(raw) < 104:  # up to total_retrans: every kernel since 2.6 returns this much
+            raise ValueError(f"TCP_INFO returned {len(raw)} bytes, expected at least 104")
+        values: dict[str, int] = {}
+        offset = 0
+        for name, code in _TCP_INFO_LAYOUT:
+            size = struct.calcsize(code)
+            if offset + size > len(raw):
+                break
+            (values[name],) = struct.unpack_from("=" + code, raw, offset)
+            offset += size
+        wscale = values.pop("_wscale")
+        values.pop("_flags")
+        values["snd_wscale"] = wscale & 0x0F
+        values["rcv_wscale"] = wscale >> 4
+        values["state"] = TcpState(values["state"])
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, object]:
+        """The fields the kernel reported, with the state as its name."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = value.name if isinstance(value, TcpState) else value
+        return out
+
+
+def tcp_info(sock: socket.socket) -> TcpInfo:
+    """Read struct tcp_info for a TCP socket (connected, listening or closing).
+
+    Raises TypeError for anything that is not a TCP socket, and ValueError for a closed one.
+    """
+    require_linux("TCP_INFO")
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"tcp_info() needs a TCP socket, got {type(sock).__name__}")
+    if sock.fileno() == -1:
+        raise ValueError("tcp_info() needs an open socket; this one is closed")
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        kind = getattr(sock.type, "name", sock.type)
+        fam = getattr(sock.family, "name", sock.family)
+        raise TypeError(f"tcp_info() needs a TCP socket, got a {fam}/{kind} socket")
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_MAX)
+    return TcpInfo.from_bytes(raw)
+
+
+# --------------------------------------------------------------------------- socket table
+
+Address = tuple[str, int]
+
+
+class TimerKind(enum.Enum):
+    """The `tr` column of /proc/net/tcp: which timer is pending on the socket."""
+
+    NONE = 0
+    RETRANSMIT = 1  # also the zero-window probe and loss-probe timers
+    KEEPALIVE = 2  # also the SYN-ACK timer of a listener's request socket
+    TIME_WAIT = 3
+    PROBE = 4  # zero window probe
+
+
+@dataclass(frozen=True)
+class SocketEntry:
+    """One row of /proc/net/tcp{,6}: what ``ss -tan`` shows for one socket.
+
+    ``send_q`` is bytes not yet acknowledged by the peer; ``recv_q`` is bytes received and
+    not yet read by the application, except on a LISTEN socket, where it is the accept
+    queue length. ``timer_s`` is the time left on the pending timer, in seconds.
+    """
+
+    state: TcpState
+    local: Address
+    remote: Address
+    send_q: int
+    recv_q: int
+    timer: TimerKind
+    timer_s: float
+    retransmits: int
+    uid: int
+    inode: int
+
+    def row(self) -> tuple[str, int, int, str, str, str]:
+        """The columns printed by SocketTable, ss-style."""
+        timer = "" if self.timer is TimerKind.NONE else f"{self.timer.name.lower()} {self.timer_s:.1f}s"
+        return (self.state.name, self.recv_q, self.send_q, _fmt(self.local), _fmt(self.remote), timer)
+
+
+def _fmt(addr: Address) -> str:
+    host, port = addr
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class SocketTable(list[SocketEntry]):
+    """A list of SocketEntry that prints like ``ss -tan`` (text and HTML)."""
+
+    _HEADER = ("State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port", "Timer")
+
+    def __repr__(self) -> str:
+        rows = [self._HEADER] + [tuple(str(c) for c in e.row()) for e in self]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEADER))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        if not self:
+            lines.append("(no matching sockets)")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{h}</th>" for h in self._HEADER)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{c}</td>" for c in e.row()) + "</tr>" for e in self
+        )
+        if not self:
+            body = f'<tr><td colspan="{len(self._HEADER)}">(no matching sockets)</td></tr>'
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def states(self) -> list[str]:
+        """The state names, in table order (handy for assertions)."""
+        return [e.state.name for e in self]
+
+
+def _decode_addr(hex_addr: str) -> Address:
+    host_hex, port_hex = hex_addr.split(":")
+    raw = bytes.fromhex(host_hex)
+    # The kernel prints each 32-bit word of the address in host byte order.
+    words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
+    packed = b"".join(w[::-1] for w in words) if _LITTLE_ENDIAN else raw
+    ip = ipaddress.ip_address(packed)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        host = f"::ffff:{ip.ipv4_mapped}"
+    else:
+        host = str(ip)
+    return (host, int(port_hex, 16))
+
+
+_LITTLE_ENDIAN = struct.pack("=I", 1) == struct.pack("<I", 1)
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _parse_proc_tcp(text: str) -> Iterator[SocketEntry]:
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 10:
+            continue
+        tx_q, rx_q = (int(x, 16) for x in cols[4].split(":"))
+        timer_kind, when = cols[5].split(":")
+        yield SocketEntry(
+            state=TcpState(int(cols[3], 16)),
+            local=_decode_addr(cols[1]),
+            remote=_decode_addr(cols[2]),
+            send_q=tx_q,
+            recv_q=rx_q,
+            timer=TimerKind(int(timer_kind, 16)) if int(timer_kind, 16) <= 4 else TimerKind.NONE,
+            timer_s=int(when, 16) / _CLK_TCK,
+            retransmits=int(cols[6], 16),
+            uid=int(cols[7]),
+            inode=int(cols[9]),
+        )
+
+
+def _check_addr(name: str, addr: Address | None) -> Address | None:
+    if addr is None:
+        return None
+    if not (isinstance(addr, tuple) and len(addr) >= 2 and isinstance(addr[1], int)):
+        raise TypeError(f"{name} must be a (host, port) tuple, got {addr!r}")
+    if not 0 <= addr[1] <= 65535:
+        raise ValueError(f"{name} port must be 0-65535, got {addr[1]}")
+    return (str(ipaddress.ip_address(addr[0])), addr[1])
+
+
+def socket_table(
+    *,
+    local: Address | None = None,
+    remote: Address | None = None,
+    port: int | None = None,
+    states: Iterable[str | TcpState] | None = None,
+) -> SocketTable:
+    """Every TCP socket in this network namespace, optionally filtered (like ``ss -tan``).
+
+    `local` and `remote` are (host, port) pairs that must match exactly (together: the
+    4-tuple); `port` matches either end; `states` keeps only those states ('TIME_WAIT', ...).
+    """
+    require_linux("the socket table (/proc/net/tcp)")
+    local, remote = _check_addr("local", local), _check_addr("remote", remote)
+    if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+        raise ValueError(f"port must be an int in 0-65535, got {port!r}")
+    wanted = {TcpState.parse(s) for s in states} if states is not None else None
+    table = SocketTable()
+    for name in ("tcp", "tcp6"):
+        path = PROC_NET / name
+        if not path.exists():
+            continue
+        for e in _parse_proc_tcp(path.read_text()):
+            if local is not None and e.local != local:
+                continue
+            if remote is not None and e.remote != remote:
+                continue
+            if port is not None and port not in (e.local[1], e.remote[1]):
+                continue
+            if wanted is not None and e.state not in wanted:
+                continue
+            table.append(e)
+    return table
+
+
+def entries_for(sock: socket.socket) -> SocketTable:
+    """Both ends of `sock`'s connection as rows of the socket table (this end first).
+
+    A listening socket gives its one LISTEN row. Works after close() as long as you
+    saved the addresses: see socket_table(local=..., remote=...).
+    """
+    local = sock.getsockname()[:2]
+    try:
+        remote = sock.getpeername()[:2]
+    except OSError:  # not connected: a listener
+        return socket_table(local=local, states=["LISTEN"])
+    mine = socket_table(local=local, remote=remote)
+    theirs = socket_table(local=remote, remote=local)
+    return SocketTable([*mine, *theirs])
+
+
+# --------------------------------------------------------------------------- counters
+
+
+class Counters(Mapping[str, int]):
+    """A snapshot of /proc/net/snmp and /proc/net/netstat: 'Tcp.OutRsts' -> 9, ...
+
+    Keys are 'Group.Name' as ``nstat`` prints them without its prefix (TcpExt.DelayedACKs,
+    Udp.NoPorts, Icmp.OutDestUnreachs). An unknown key raises KeyError with close matches.
+    """
+
+    def __init__(self, values: dict[str, int]):
+        self._values = values
+
+    def __getitem__(self, key: str) -> int:
+        try:
+            return self._values[key]
+        except KeyError:
+            close = difflib.get_close_matches(key, self._values, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise KeyError(f"no kernel counter {key!r}{hint}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def diff(self, before: Counters) -> dict[str, int]:
+        """Counters that changed since `before`, as {name: increase}."""
+        return {k: v - before._values.get(k, 0) for k, v in self._values.items() if v != before._values.get(k, 0)}
+
+
+def _parse_snmp_style(text: str) -> dict[str, int]:
+    values: dict[str, int] = {}
+    lines = text.splitlines()
+    for header, data in zip(lines[::2], lines[1::2]):
+        group, names = header.split(":", 1)
+        _, nums = data.split(":", 1)
+        for name, num in zip(names.split(), nums.split()):
+            values[f"{group}.{name}"] = int(num)
+    return values
+
+
+def kernel_counters() -> Counters:
+    """Read every counter of /proc/net/snmp and /proc/net/netstat now."""
+    require_linux("kernel counters (/proc/net/snmp)")
+    values: dict[str, int] = {}
+    for name in ("snmp", "netstat"):
+        path = PROC_NET / name
+        if path.exists():
+            values.update(_parse_snmp_style(path.read_text()))
+    return Counters(values)
+
+
+class CounterDiff:
+    """What changed between entering and leaving a ``counters_diff()`` block."""
+
+    def __init__(self, before: Counters):
+        self.before = before
+        self.after: Counters | None = None
+
+    @property
+    def changed(self) -> dict[str, int]:
+        """{name: increase} for the counters that moved; read it after the block ends."""
+        if self.after is None:
+            raise RuntimeError("read .changed after the `with counters_diff()` block ends")
+        return self.after.diff(self.before)
+
+    def __getitem__(self, key: str) -> int:
+        """The increase of one counter (0 if it did not move)."""
+        if self.after is None:
+            raise RuntimeError("read counters after the `with counters_diff()` block ends")
+        return self.after[key] - self.before[key]
+
+
+@contextmanager
+def counters_diff() -> Iterator[CounterDiff]:
+    """Snapshot the kernel counters around a block; the result's .changed says what moved.
+
+    Counters are shared by the whole network namespace: other programs move them too.
+    """
+    diff = CounterDiff(kernel_counters())
+    try:
+        yield diff
+    finally:
+        diff.after = kernel_counters()
+
+
+# --------------------------------------------------------------------------- fds
+
+
+@dataclass(frozen=True)
+class FdEntry:
+    """One open file descriptor: its number, what it points to, and a socket's inode."""
+
+    fd: int
+    target: str
+    socket_inode: int | None
+
+
+def open_fds(pid: int | str = "self") -> list[FdEntry]:
+    """The open fds of a process (default: this one), as ``ls -l /proc/PID/fd`` shows them."""
+    require_linux("the fd listing (/proc/PID/fd)")
+    base = Path(f"/proc/{pid}/fd")
+    out = []
+    for entry in sorted(base.iterdir(), key=lambda p: int(p.name)):
+        try:
+            target = os.readlink(entry)
+        except OSError:  # closed between listing and reading (e.g. the listing's own fd)
+            continue
+        inode = int(target[8:-1]) if target.startswith("socket:[") else None
+        out.append(FdEntry(int(entry.name), target, inode))
+    return out

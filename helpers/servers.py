@@ -462,13 +462,28 @@ class ProcessServer:
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-limit:]
 
-    def pause(self) -> None:
-        """Freeze the child (SIGSTOP): its kernel still answers TCP, the program does not."""
-        self.process.send_signal(signal.SIGSTOP)
+    def pause(self, timeout_s: float = 2.0) -> None:
+        """Freeze the child (SIGSTOP): its kernel still answers TCP, the program does not.
 
-    def resume(self) -> None:
-        """Unfreeze the child (SIGCONT)."""
+        Signals are delivered asynchronously, so this waits until /proc says it stopped.
+        """
+        self.process.send_signal(signal.SIGSTOP)
+        self._wait_for_state(lambda state: state in "tT", "stopped", timeout_s)
+
+    def resume(self, timeout_s: float = 2.0) -> None:
+        """Unfreeze the child (SIGCONT) and wait until it runs again."""
         self.process.send_signal(signal.SIGCONT)
+        self._wait_for_state(lambda state: state not in "tT", "running", timeout_s)
+
+    def _wait_for_state(self, ok: Callable[[str], bool], what: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            # /proc/PID/stat: "pid (comm) S ..."; the state letter follows the last ')'.
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+            if ok(stat[stat.rindex(")") + 2]):
+                return
+            time.sleep(0.001)
+        raise TimeoutError(f"{self.name}: child pid {self.pid} was not {what} after {timeout_s} s")
 
     def kill(self) -> int:
         """Kill the child at once (SIGKILL): its kernel closes its sockets. Returns the exit code."""

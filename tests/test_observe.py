@@ -1,0 +1,129 @@
+"""helpers.observe against real loopback sockets."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from helpers import observe
+from helpers.observe import TcpState
+
+
+@pytest.fixture
+def pair():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    yield listener, client, server
+    for s in (client, server, listener):
+        s.close()
+
+
+def test_tcp_info_counts_the_handshake(pair) -> None:
+    _, client, server = pair
+    info = observe.tcp_info(client)
+    assert info.state is TcpState.ESTABLISHED
+    assert (info.segs_out, info.segs_in) == (2, 1)
+    assert info.snd_mss > 0 and info.rto_us >= 200_000
+    assert observe.tcp_info(server).segs_in == 2
+
+
+def test_tcp_info_of_a_listener_reports_its_accept_queue() -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=7) as listener:
+        with socket.create_connection(listener.getsockname()):
+            time.sleep(0.02)
+            info = observe.tcp_info(listener)
+    assert info.state is TcpState.LISTEN
+    assert (info.unacked, info.sacked) == (1, 7)
+
+
+def test_tcp_info_rejects_what_is_not_tcp() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with pytest.raises(TypeError, match=r"^tcp_info\(\) needs a TCP socket, got a AF_INET/SOCK_DGRAM socket$"):
+            observe.tcp_info(udp)
+    with pytest.raises(TypeError, match="got str"):
+        observe.tcp_info("not a socket")  # type: ignore[arg-type]
+    closed = socket.socket()
+    closed.close()
+    with pytest.raises(ValueError, match="closed"):
+        observe.tcp_info(closed)
+
+
+def test_tcp_info_from_short_bytes_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="at least 104"):
+        observe.TcpInfo.from_bytes(b"\x01" * 10)
+
+
+def test_socket_table_filters_by_four_tuple(pair) -> None:
+    _, client, server = pair
+    mine = observe.socket_table(local=client.getsockname(), remote=client.getpeername())
+    assert [e.state for e in mine] == [TcpState.ESTABLISHED]
+    both = observe.entries_for(client)
+    assert [e.local for e in both] == [client.getsockname(), server.getsockname()]
+    assert "ESTABLISHED" in repr(both) and "<table>" in both._repr_html_()
+
+
+def test_socket_table_shows_queues(pair) -> None:
+    _, client, server = pair
+    client.sendall(b"x" * 1000)
+    time.sleep(0.02)
+    (row,) = observe.socket_table(local=server.getsockname(), remote=server.getpeername())
+    assert row.recv_q == 1000
+
+
+def test_time_wait_row_has_a_countdown(pair) -> None:
+    _, client, server = pair
+    local, remote = client.getsockname(), client.getpeername()
+    client.close()  # the client closes first: it ends in TIME_WAIT
+    server.recv(1)
+    server.close()
+    time.sleep(0.02)
+    (row,) = observe.socket_table(local=local, remote=remote)
+    assert row.state is TcpState.TIME_WAIT
+    assert row.timer is observe.TimerKind.TIME_WAIT and 50 < row.timer_s <= 60
+
+
+def test_socket_table_rejects_bad_filters() -> None:
+    with pytest.raises(ValueError, match=r"unknown TCP state 'TIMEWAIT'; valid states: ESTABLISHED"):
+        observe.socket_table(states=["TIMEWAIT"])
+    with pytest.raises(ValueError, match=r"port must be 0-65535, got 70000"):
+        observe.socket_table(local=("127.0.0.1", 70000))
+    with pytest.raises(TypeError, match=r"must be a \(host, port\) tuple"):
+        observe.socket_table(remote="127.0.0.1:80")  # type: ignore[arg-type]
+    assert TcpState.parse("time-wait") is TcpState.TIME_WAIT
+
+
+def test_counters_diff_sees_a_reset() -> None:
+    placeholder = socket.socket()
+    placeholder.bind(("127.0.0.1", 0))
+    with observe.counters_diff() as diff:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(placeholder.getsockname())
+    placeholder.close()
+    assert diff["Tcp.OutRsts"] >= 1 and diff.changed["Tcp.AttemptFails"] >= 1
+
+
+def test_counters_name_close_matches() -> None:
+    with pytest.raises(KeyError, match="did you mean Tcp.OutRsts"):
+        observe.kernel_counters()["Tcp.OutRst"]
+    with observe.counters_diff() as diff:
+        with pytest.raises(RuntimeError, match="after the `with counters_diff\\(\\)` block"):
+            _ = diff.changed
+
+
+def test_open_fds_lists_our_socket() -> None:
+    with socket.socket() as s:
+        entries = {e.fd: e for e in observe.open_fds()}
+        assert entries[s.fileno()].socket_inode is not None
+
+
+def test_ipv6_rows_decode(pair) -> None:
+    try:
+        listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback in this container")
+    with listener, socket.create_connection(listener.getsockname()[:2]) as c:
+        rows = observe.socket_table(local=c.getsockname()[:2])
+        assert rows and rows[0].local[0] == "::1"

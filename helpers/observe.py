@@ -363,6 +363,7 @@ def socket_table(
         raise ValueError(f"port must be an int in 0-65535, got {port!r}")
     wanted = {TcpState.parse(s) for s in states} if states is not None else None
     table = SocketTable()
+    seen: set[SocketEntry] = set()
     for name in ("tcp", "tcp6"):
         path = PROC_NET / name
         if not path.exists():
@@ -376,6 +377,11 @@ def socket_table(
                 continue
             if wanted is not None and e.state not in wanted:
                 continue
+            # The kernel walks its hash tables while sockets come and go, so a busy table
+            # can list the same socket twice in one read; keep the first.
+            if e in seen:
+                continue
+            seen.add(e)
             table.append(e)
     return table
 

@@ -1,0 +1,94 @@
+"""Watch one socket's TCP_INFO over time, and find when its counters moved.
+
+Theory of operation. Some things TCP does happen while the program does nothing: a
+keep-alive probe on an idle connection, a retransmission, a delayed ACK. They leave no
+trace in the program's own calls, but they move the socket's counters in struct tcp_info
+(``segs_out``, ``segs_in``, ``probes``, ...). Reading TCP_INFO every few milliseconds and
+noting when a counter rose turns those counters into a timeline. The resolution is the
+sampling period (20 ms by default): fine for events a second apart, too coarse for
+round trips on loopback (tens of microseconds), which a lesson times directly.
+
+This module only measures; lessons draw the result with ``plots``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .observe import TcpInfo, tcp_info
+
+__all__ = ["Sample", "sample_tcp_info", "rise_times"]
+
+_MIN_EVERY_S = 0.001  # below a millisecond the loop only burns CPU that the experiment needs
+_PROGRESS_AFTER_S = 2.0  # the course shows progress for anything longer than this
+
+
+@dataclass(frozen=True)
+class Sample:
+    """TCP_INFO of one socket at ``t_s`` seconds after sampling began."""
+
+    t_s: float
+    info: TcpInfo
+
+
+def sample_tcp_info(
+    sock: socket.socket, duration_s: float, *, every_s: float = 0.02, progress: str | None = None
+) -> list[Sample]:
+    """Read tcp_info(sock) every `every_s` seconds for `duration_s` seconds.
+
+    The first sample is taken at once, the last at or just after `duration_s`. With
+    `progress` (a label) and a duration over 2 s, a tqdm bar shows the seconds elapsed.
+    Raises ValueError for a non-positive or absurd duration or period, and what tcp_info()
+    raises for a socket that is not TCP.
+    """
+    for name, value, limit in (("duration_s", duration_s, 3600.0), ("every_s", every_s, 60.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limit:
+            raise ValueError(f"{name} must be a number of seconds in (0, {limit:g}], got {value!r}")
+    every_s = max(every_s, _MIN_EVERY_S)
+    bar = None
+    if progress is not None and duration_s > _PROGRESS_AFTER_S:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=round(duration_s, 1), desc=progress, unit="s", bar_format="{l_bar}{bar}| {n:.1f}/{total} s")
+    samples: list[Sample] = []
+    start = time.monotonic()
+    try:
+        while True:
+            now = time.monotonic() - start
+            samples.append(Sample(now, tcp_info(sock)))
+            if bar is not None and now - bar.n >= 0.1:
+                bar.n = round(min(now, duration_s), 1)
+                bar.refresh()
+            if now >= duration_s:
+                break
+            time.sleep(min(every_s, duration_s - now))
+    finally:
+        if bar is not None:
+            bar.n = round(duration_s, 1)
+            bar.close()
+    return samples
+
+
+def rise_times(samples: Sequence[Sample], field: str) -> list[float]:
+    """The times (s) at which counter `field` of TcpInfo was first seen higher than before.
+
+    A rise by k between two samples gives k entries with the same time, so
+    ``len(rise_times(s, "segs_out"))`` is the number of segments sent while sampling.
+    Raises ValueError for a field TcpInfo does not have or this kernel did not report.
+    """
+    if not samples:
+        return []
+    if not hasattr(samples[0].info, field):
+        known = ", ".join(k for k in samples[0].info.as_dict() if k != "state")
+        raise ValueError(f"TcpInfo has no field {field!r}; counters include: {known}")
+    values = [getattr(s.info, field) for s in samples]
+    if any(v is None for v in values):
+        raise ValueError(f"this kernel does not report tcp_info.{field}")
+    out: list[float] = []
+    for prev, (sample, value) in zip(values, zip(samples[1:], values[1:])):
+        if value > prev:
+            out += [sample.t_s] * (value - prev)
+    return out

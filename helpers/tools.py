@@ -1,0 +1,492 @@
+"""The classic network tools, rebuilt from what the kernel exposes to any user.
+
+Theory of operation. ``ss``, ``lsof``, ``ifconfig``/``ip`` and ``ping`` are small programs
+over kernel interfaces a Python process can read itself:
+
+* ``lsof`` joins two tables: /proc/PID/fd says "fd 7 is socket:[40123]" (an inode number),
+  and /proc/net/{tcp,tcp6,udp,udp6,unix} say which socket has inode 40123. ``lsof()`` does
+  that join. It sees the sockets of this network namespace only, as ``lsof -i`` would.
+* ``ss -tan`` asks the kernel over netlink (sock_diag); ``observe.socket_table`` reads the
+  older /proc/net/tcp. ``parse_ss()`` reads ss's output so a lesson can cross-check the two.
+* ``ifconfig`` / ``ip -s link``: per-interface byte and packet counters are in
+  /proc/net/dev; an interface's flags, MTU and primary IPv4 address come from the
+  ioctls of man 7 netdevice (SIOCGIFFLAGS, SIOCGIFMTU, SIOCGIFADDR), which need no
+  privilege. IPv6 addresses are in /proc/net/if_inet6 (read by ``helpers.addresses``).
+* ``ping`` sends ICMP echo requests (RFC 792). An unprivileged process may open
+  ``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`` only if its group is inside the sysctl
+  ``net.ipv4.ping_group_range`` (man 7 icmp); root does not bypass that check. A raw ICMP
+  socket (SOCK_RAW) needs CAP_NET_RAW instead: that is how ``ping`` works as root or as a
+  binary installed with the capability. ``ping()`` tries the datagram socket first, then
+  the raw one, and otherwise raises PingUnavailable saying which rule stopped it.
+
+Building and parsing the ICMP bytes is sans-IO, in ``helpers.packets``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import re
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .addresses import _parse_if_inet6
+from .features import require_linux
+from .observe import Address, TcpState, _parse_proc_tcp, open_fds, socket_table
+from .packets import build_icmp_echo, parse_icmp, parse_ipv4
+
+__all__ = [
+    "OpenFile",
+    "OpenFileTable",
+    "lsof",
+    "unix_sockets",
+    "SsRow",
+    "parse_ss",
+    "run_ss",
+    "IfCounters",
+    "parse_proc_net_dev",
+    "interface_counters",
+    "Interface",
+    "interfaces",
+    "PingPermission",
+    "ping_permission",
+    "PingUnavailable",
+    "open_icmp_socket",
+    "PingResult",
+    "ping",
+]
+
+PROC_NET = Path("/proc/net")
+
+# --------------------------------------------------------------------------- lsof
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    """One fd of a process and what it is: 'TCP', 'TCP6', 'UDP', 'UDP6', 'UNIX', 'socket'
+    (a socket of another family, e.g. netlink) or 'file' (anything else: a path, a pipe)."""
+
+    fd: int
+    kind: str
+    description: str
+    inode: int | None = None
+    state: str | None = None
+    local: Address | str | None = None
+    remote: Address | None = None
+
+    def __str__(self) -> str:
+        return f"fd {self.fd} -> {self.kind} {self.description}"
+
+
+class OpenFileTable(list[OpenFile]):
+    """A list of OpenFile that prints one 'fd N -> KIND ...' line per entry."""
+
+    def __repr__(self) -> str:
+        return "\n".join(str(f) for f in self) if self else "(no matching fds)"
+
+    def by_fd(self) -> dict[int, OpenFile]:
+        """{fd: OpenFile}, for lookups in checks."""
+        return {f.fd: f for f in self}
+
+
+def _addr(a: Address) -> str:
+    host, port = a
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_UNIX_TYPES = {1: "STREAM", 2: "DGRAM", 5: "SEQPACKET"}
+_UNIX_STATES = {1: "UNCONNECTED", 2: "CONNECTING", 3: "CONNECTED", 4: "DISCONNECTING"}
+_SO_ACCEPTCON = 0x10000  # the Flags column of a listening Unix socket
+
+
+def unix_sockets() -> dict[int, tuple[str, str, str]]:
+    """/proc/net/unix as {inode: (type, state, path)}; an abstract name starts with '@',
+    an unnamed socket (socketpair(), a client) has path ''."""
+    require_linux("/proc/net/unix")
+    out: dict[int, tuple[str, str, str]] = {}
+    for line in (PROC_NET / "unix").read_text().splitlines()[1:]:
+        cols = line.split(None, 7)
+        if len(cols) < 7:
+            continue
+        flags, kind, st, inode = int(cols[3], 16), int(cols[4], 16), int(cols[5], 16), int(cols[6])
+        state = "LISTEN" if flags & _SO_ACCEPTCON else _UNIX_STATES.get(st, str(st))
+        out[inode] = (_UNIX_TYPES.get(kind, str(kind)), state, cols[7] if len(cols) > 7 else "")
+    return out
+
+
+def _udp_sockets() -> dict[int, tuple[str, Address, Address]]:
+    found: dict[int, tuple[str, Address, Address]] = {}
+    for name, kind in (("udp", "UDP"), ("udp6", "UDP6")):
+        path = PROC_NET / name
+        if path.exists():
+            # /proc/net/udp has /proc/net/tcp's columns; state 7 means unconnected, 1 connected.
+            for e in _parse_proc_tcp(path.read_text()):
+                found[e.inode] = (kind, e.local, e.remote)
+    return found
+
+
+def lsof(pid: int | str = "self", *, fds: Iterable[int] | None = None, sockets_only: bool = False) -> OpenFileTable:
+    """The open fds of a process (default: this one), sockets resolved like ``lsof -p PID``.
+
+    Each socket fd is looked up by its inode in /proc/net/{tcp,tcp6,udp,udp6,unix}, giving
+    e.g. ``fd 57 -> TCP 127.0.0.1:40001 -> 127.0.0.1:5000 ESTABLISHED``. `fds` keeps only
+    those fd numbers; `sockets_only` drops files and pipes. Another user's process gives
+    PermissionError (as lsof shows nothing for it without root).
+    """
+    if isinstance(pid, str) and pid != "self" or isinstance(pid, bool) or (isinstance(pid, int) and pid <= 0):
+        raise ValueError(f"pid must be a positive int or 'self', got {pid!r}")
+    if not Path(f"/proc/{pid}").exists():
+        raise ProcessLookupError(f"no process with pid {pid}")
+    wanted = None if fds is None else set(fds)
+    tcp = {e.inode: e for e in socket_table()}
+    udp = _udp_sockets()
+    unix = unix_sockets()
+    table = OpenFileTable()
+    for entry in open_fds(pid):
+        if wanted is not None and entry.fd not in wanted:
+            continue
+        inode = entry.socket_inode
+        if inode is None:
+            if not sockets_only:
+                table.append(OpenFile(entry.fd, "file", entry.target))
+            continue
+        if inode in tcp:
+            e = tcp[inode]
+            kind = "TCP6" if ":" in e.local[0] else "TCP"
+            desc = f"{_addr(e.local)} -> {_addr(e.remote)} {e.state.name}"
+            if e.state is TcpState.LISTEN:
+                desc = f"{_addr(e.local)} LISTEN"
+            table.append(OpenFile(entry.fd, kind, desc, inode, e.state.name, e.local, e.remote))
+        elif inode in udp:
+            kind, local, remote = udp[inode]
+            connected = remote[1] != 0
+            desc = f"{_addr(local)} -> {_addr(remote)}" if connected else f"{_addr(local)} (unconnected)"
+            state = "CONNECTED" if connected else "UNCONNECTED"
+            table.append(OpenFile(entry.fd, kind, desc, inode, state, local, remote if connected else None))
+        elif inode in unix:
+            kind, state, path = unix[inode]
+            name = path or "(unnamed)"
+            table.append(OpenFile(entry.fd, "UNIX", f"{kind} {name} {state}", inode, state, path or None))
+        else:
+            table.append(OpenFile(entry.fd, "socket", f"inode {inode} (netlink, raw or packet socket)", inode))
+    return table
+
+
+# --------------------------------------------------------------------------- ss
+
+
+@dataclass(frozen=True)
+class SsRow:
+    """One row of ``ss -tan``: state, queues and the two ends."""
+
+    state: TcpState
+    recv_q: int
+    send_q: int
+    local: Address
+    remote: Address
+
+
+# ss names states as the kernel's tcp_state_name() does.
+_SS_STATES = {
+    "ESTAB": TcpState.ESTABLISHED, "SYN-SENT": TcpState.SYN_SENT, "SYN-RECV": TcpState.SYN_RECV,
+    "FIN-WAIT-1": TcpState.FIN_WAIT1, "FIN-WAIT-2": TcpState.FIN_WAIT2, "TIME-WAIT": TcpState.TIME_WAIT,
+    "UNCONN": TcpState.CLOSE, "CLOSE-WAIT": TcpState.CLOSE_WAIT, "LAST-ACK": TcpState.LAST_ACK,
+    "LISTEN": TcpState.LISTEN, "CLOSING": TcpState.CLOSING,
+}
+_SS_ADDR = re.compile(r"^\[?(?P<host>[^\]]*?)\]?(?:%[\w.-]+)?:(?P<port>\d+|\*)$")
+
+
+def _parse_ss_addr(text: str) -> Address:
+    m = _SS_ADDR.match(text)
+    if m is None:
+        raise ValueError(f"not an ss address: {text!r} (expected e.g. '127.0.0.1:5000' or '[::1]:5000')")
+    host = "::" if m["host"] == "*" else m["host"]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"not an ss address: {text!r} (ss -n prints numeric addresses only)") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        host = f"::ffff:{ip.ipv4_mapped}"  # as observe.socket_table writes them
+    else:
+        host = str(ip)
+    return (host, 0 if m["port"] == "*" else int(m["port"]))
+
+
+def parse_ss(text: str) -> list[SsRow]:
+    """Parse the output of ``ss -tan`` (with or without its header line)."""
+    rows: list[SsRow] = []
+    for line in text.splitlines():
+        cols = line.split()
+        if not cols or cols[0] == "State":
+            continue
+        if len(cols) < 5 or cols[0] not in _SS_STATES:
+            raise ValueError(f"not an `ss -tan` row: {line!r}")
+        rows.append(SsRow(_SS_STATES[cols[0]], int(cols[1]), int(cols[2]),
+                          _parse_ss_addr(cols[3]), _parse_ss_addr(cols[4])))
+    return rows
+
+
+def run_ss(*args: str, timeout_s: float = 5.0) -> str | None:
+    """Run ``ss`` (iproute2) with `args` (default ``-tan``) and return its output, or None
+    if ss is not installed. Raises RuntimeError with ss's message if it fails."""
+    candidates = ("/usr/bin/ss", "/usr/sbin/ss", "/sbin/ss")  # PATH may lack sbin for a normal user
+    exe = shutil.which("ss") or next((p for p in candidates if os.path.exists(p)), None)
+    if exe is None:
+        return None
+    done = subprocess.run([exe, *(args or ("-tan",))], capture_output=True, text=True, timeout=timeout_s, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"ss {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+# --------------------------------------------------------------------------- interfaces
+
+
+@dataclass(frozen=True)
+class IfCounters:
+    """An interface's counters from /proc/net/dev (since boot, or since it was created)."""
+
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+    def __sub__(self, other: IfCounters) -> IfCounters:
+        return IfCounters(*(a - b for a, b in zip(self._values(), other._values())))
+
+    def _values(self) -> tuple[int, ...]:
+        return (self.rx_bytes, self.rx_packets, self.rx_errors, self.rx_dropped,
+                self.tx_bytes, self.tx_packets, self.tx_errors, self.tx_dropped)
+
+
+def parse_proc_net_dev(text: str) -> dict[str, IfCounters]:
+    """Parse /proc/net/dev: two header lines, then 'name: 8 receive and 8 transmit columns'."""
+    out: dict[str, IfCounters] = {}
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        cols = rest.split()
+        if not sep or len(cols) < 16:
+            raise ValueError(f"not a /proc/net/dev row: {line!r}")
+        v = [int(c) for c in cols]
+        out[name.strip()] = IfCounters(v[0], v[1], v[2], v[3], v[8], v[9], v[10], v[11])
+    return out
+
+
+def interface_counters() -> dict[str, IfCounters]:
+    """Every interface's byte and packet counters now (what ``ip -s link`` prints)."""
+    require_linux("interface counters (/proc/net/dev)")
+    return parse_proc_net_dev((PROC_NET / "dev").read_text())
+
+
+SIOCGIFFLAGS = 0x8913  # <linux/sockios.h>
+SIOCGIFADDR = 0x8915
+SIOCGIFNETMASK = 0x891B
+SIOCGIFMTU = 0x8921
+IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x1, 0x8, 0x40  # <net/if.h>
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One network interface as ``ip addr`` / ``ifconfig`` shows it."""
+
+    name: str
+    index: int
+    up: bool
+    loopback: bool
+    mtu: int
+    ipv4: ipaddress.IPv4Interface | None  # primary address with prefix, e.g. 127.0.0.1/8
+    ipv6: list[ipaddress.IPv6Address] = field(default_factory=list)
+    counters: IfCounters | None = None
+
+    def __str__(self) -> str:
+        flags = ",".join(f for f, on in (("UP", self.up), ("LOOPBACK", self.loopback)) if on) or "DOWN"
+        lines = [f"{self.index}: {self.name} <{flags}> mtu {self.mtu}"]
+        if self.ipv4 is not None:
+            lines.append(f"    inet {self.ipv4}")
+        lines += [f"    inet6 {a}" for a in self.ipv6]
+        if self.counters is not None:
+            c = self.counters
+            lines.append(f"    RX {c.rx_bytes} bytes {c.rx_packets} packets  "
+                         f"TX {c.tx_bytes} bytes {c.tx_packets} packets")
+        return "\n".join(lines)
+
+
+def _ifreq(sock: socket.socket, request: int, name: str) -> bytes:
+    # struct ifreq: char ifr_name[16] then a 24-byte union (man 7 netdevice).
+    return fcntl.ioctl(sock.fileno(), request, struct.pack("16s24s", name.encode(), b""))
+
+
+def interfaces() -> list[Interface]:
+    """Every interface with its flags, MTU, primary IPv4 address, IPv6 addresses and counters.
+
+    Unprivileged: ioctls on an ordinary UDP socket and files in /proc. SIOCGIFADDR gives
+    one IPv4 address per interface (the primary); secondary addresses need netlink.
+    """
+    require_linux("the interface list (SIOCGIF* ioctls, /proc/net/dev)")
+    counters = interface_counters()
+    inet6 = PROC_NET / "if_inet6"
+    v6 = _parse_if_inet6(inet6.read_text()) if inet6.exists() else []
+    out = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for index, name in socket.if_nameindex():
+            try:
+                (flags,) = struct.unpack_from("H", _ifreq(s, SIOCGIFFLAGS, name), 16)
+                (mtu,) = struct.unpack_from("i", _ifreq(s, SIOCGIFMTU, name), 16)
+            except OSError:  # ENODEV: the interface went away since if_nameindex()
+                continue
+            try:
+                addr = socket.inet_ntoa(_ifreq(s, SIOCGIFADDR, name)[20:24])
+                mask = socket.inet_ntoa(_ifreq(s, SIOCGIFNETMASK, name)[20:24])
+                ipv4 = ipaddress.IPv4Interface(f"{addr}/{mask}")
+            except OSError:  # EADDRNOTAVAIL: no IPv4 address on this interface
+                ipv4 = None
+            out.append(Interface(
+                name, index, bool(flags & IFF_UP), bool(flags & IFF_LOOPBACK), mtu, ipv4,
+                sorted(a for a, n in v6 if n == name), counters.get(name),
+            ))
+    return out
+
+
+# --------------------------------------------------------------------------- ping
+
+
+@dataclass(frozen=True)
+class PingPermission:
+    """What net.ipv4.ping_group_range says about this process (man 7 icmp)."""
+
+    low: int
+    high: int
+    gids: tuple[int, ...]  # the process's real group and supplementary groups
+
+    @property
+    def allowed(self) -> bool:
+        """True if one of our groups is inside [low, high] (an empty range when low > high)."""
+        return any(self.low <= g <= self.high for g in self.gids)
+
+    def explain(self) -> str:
+        """The rule in one sentence, with this machine's numbers."""
+        rng = f"net.ipv4.ping_group_range = {self.low} {self.high}"
+        if self.low > self.high:
+            return (f"{rng}: an empty range (low > high), so no group, root's included, may "
+                    "open an ICMP datagram socket. This is the kernel's default.")
+        verdict = "includes" if self.allowed else "does not include"
+        return f"{rng} {verdict} our groups {list(self.gids)}."
+
+
+def ping_permission() -> PingPermission:
+    """Read /proc/sys/net/ipv4/ping_group_range (never written here) and our groups."""
+    require_linux("ICMP datagram sockets (net.ipv4.ping_group_range)")
+    low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ping_group_range").read_text().split())
+    gids = tuple(sorted({os.getgid(), *os.getgroups()}))
+    return PingPermission(low, high, gids)
+
+
+class PingUnavailable(PermissionError):
+    """Neither an ICMP datagram socket nor a raw ICMP socket may be opened here."""
+
+
+def open_icmp_socket() -> tuple[socket.socket, str]:
+    """An ICMP socket for ping, and its kind: 'datagram' (SOCK_DGRAM, allowed by
+    ping_group_range) or 'raw' (SOCK_RAW, needs CAP_NET_RAW).
+
+    Raises PingUnavailable explaining both refusals when neither opens.
+    """
+    try:
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP), "datagram"
+    except PermissionError as exc:
+        dgram_error = exc
+    try:
+        return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP), "raw"
+    except PermissionError as exc:
+        raw_error = exc
+    perm = ping_permission()
+    raise PingUnavailable(
+        f"socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP) failed with errno {dgram_error.errno} "
+        f"({os.strerror(dgram_error.errno or 13)}): {perm.explain()} "
+        f"socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) failed with errno {raw_error.errno} "
+        f"({os.strerror(raw_error.errno or 1)}): a raw socket needs CAP_NET_RAW (root, or a "
+        "ping binary installed with that capability). An administrator could widen the range, "
+        "e.g. sysctl net.ipv4.ping_group_range='0 2147483647'; a lesson must not."
+    )
+
+
+@dataclass
+class PingResult:
+    """The outcome of ping(): which socket kind was used, and one RTT per echo (None = lost)."""
+
+    host: str
+    kind: str
+    rtts_ms: list[float | None]
+    idents: list[int]  # the identifier each reply carried (on a datagram socket: the kernel's)
+    sent_ident: int
+
+    @property
+    def received(self) -> list[float]:
+        """The RTTs of the echoes that came back, in ms."""
+        return [r for r in self.rtts_ms if r is not None]
+
+
+def ping(host: str = "127.0.0.1", count: int = 5, *, interval_s: float = 0.01, timeout_s: float = 1.0,
+         payload_size: int = 56) -> PingResult:
+    """Send `count` ICMP echo requests to an IPv4 `host`, one every `interval_s`, and time
+    each reply (RFC 792). Raises PingUnavailable where no ICMP socket may be opened, and
+    ValueError for a bad argument."""
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"host must be an IPv4 address such as '127.0.0.1', got {host!r}") from None
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
+        raise ValueError(f"count must be an int in 1-1000, got {count!r}")
+    if not 0 <= interval_s <= 10 or not 0 < timeout_s <= 30:
+        raise ValueError(f"need 0 <= interval_s <= 10 and 0 < timeout_s <= 30, got {interval_s!r}, {timeout_s!r}")
+    if not 0 <= payload_size <= 1400:
+        raise ValueError(f"payload_size must be 0-1400 bytes (one unfragmented packet), got {payload_size!r}")
+    sock, kind = open_icmp_socket()
+    sent_ident = os.getpid() & 0xFFFF
+    rtts: list[float | None] = []
+    idents: list[int] = []
+    with sock:
+        for seq in range(count):
+            payload = struct.pack("!Q", seq) + bytes(payload_size - 8) if payload_size >= 8 else bytes(payload_size)
+            started = time.perf_counter()
+            sock.sendto(build_icmp_echo(sent_ident, seq, payload), (host, 0))
+            expect = sock.getsockname()[1] if kind == "datagram" else sent_ident  # the kernel's id
+            rtt, ident = _await_reply(sock, kind, expect, seq, started, timeout_s)
+            rtts.append(rtt)
+            if ident is not None:
+                idents.append(ident)
+            if seq + 1 < count and interval_s:
+                time.sleep(interval_s)
+    return PingResult(host, kind, rtts, idents, sent_ident)
+
+
+def _await_reply(sock: socket.socket, kind: str, ident: int, seq: int, started: float,
+                 timeout_s: float) -> tuple[float | None, int | None]:
+    deadline = started + timeout_s
+    while (left := deadline - time.perf_counter()) > 0:
+        ready, _, _ = select.select([sock], [], [], left)
+        if not ready:
+            break
+        data = sock.recv(65535)
+        arrived = time.perf_counter()
+        try:
+            if kind == "raw":  # a raw socket sees the IP header, and every ICMP message on the host
+                _ip, data = parse_ipv4(data)
+            msg = parse_icmp(data)
+        except ValueError:  # a truncated or foreign message: not our reply
+            continue
+        if msg.is_echo_reply and msg.seq == seq and msg.ident == ident:
+            return (arrived - started) * 1000, msg.ident
+    return None, None

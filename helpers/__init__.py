@@ -8,7 +8,7 @@ nothing behind. This file only re-exports.
 
 from .diagrams import SequenceDiagram
 from .features import BINDER_URL, HAS_TCP_INFO, IS_LINUX, LinuxRequiredError, kernel_version, require_linux
-from .hygiene import check_clean, leftovers, socket_fds
+from .hygiene import check_clean, leftovers, open_sockets
 from .observe import (
     Counters,
     SocketEntry,
@@ -59,7 +59,7 @@ __all__ = [
     "live_servers",
     "open_fds",
     "require_linux",
-    "socket_fds",
+    "open_sockets",
     "socket_table",
     "stop_all",
     "tcp_info",

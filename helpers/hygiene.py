@@ -1,12 +1,20 @@
 """Prove a lesson left nothing behind and listened only on loopback.
 
+Theory of operation. Importing this module installs one ``sys.addaudithook`` hook that
+sees two CPython audit events:
+
+* ``socket.__new__``, raised for every Python socket object (socket(), accept(),
+  socketpair(), fromfd()): the hook keeps a weak reference, so ``leftovers()`` can list the
+  sockets still open without counting sockets Python never made, such as the ZeroMQ
+  sockets a Jupyter kernel opens for itself (libzmq creates those in C, at any time).
+* ``socket.bind``: the hook records every bind() of an IP socket to an address outside
+  loopback, so the tests can fail a lesson that binds where it should not.
+
 The tests run every notebook, then call ``leftovers()`` in the same kernel: it lists the
 course's server threads still alive, servers still registered, sockets still open, child
-processes still running, and any listening socket on a non-loopback address. A learner can
-call ``check_clean()`` too, at the end of a lesson.
-
-``audit_binds()`` installs a ``sys.addaudithook`` hook that records every bind() to an
-address outside loopback (the hook sees the CPython audit event "socket.bind").
+processes still running, and any of our sockets listening on a non-loopback address. A
+learner can call ``check_clean()`` too, at the end of a lesson. Audit hooks cannot be
+removed; this one does no I/O and costs a set insertion per socket.
 """
 
 from __future__ import annotations
@@ -16,16 +24,18 @@ import os
 import socket
 import sys
 import threading
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .observe import TcpState, open_fds, socket_table
+from .observe import socket_table
 from .servers import THREAD_PREFIX, live_servers
 
-__all__ = ["Leftovers", "leftovers", "socket_fds", "check_clean", "audit_binds", "non_loopback_binds"]
+__all__ = ["Leftovers", "leftovers", "open_sockets", "check_clean", "non_loopback_binds"]
 
+_sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 _binds: list[str] = []
-_audit_installed = False
 
 
 def _is_loopback(host: str) -> bool:
@@ -39,27 +49,30 @@ def _is_loopback(host: str) -> bool:
 
 
 def _on_audit(event: str, args: tuple) -> None:
-    if event != "socket.bind":
-        return
-    sock, address = args
-    if getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):
-        return
-    host = address[0] if isinstance(address, tuple) and address else str(address)
-    if not _is_loopback(str(host)):
-        _binds.append(f"{address!r}")
+    if event == "socket.__new__":
+        try:
+            _sockets.add(args[0])
+        except TypeError:  # a socket type that cannot be weakly referenced: not ours
+            pass
+    elif event == "socket.bind":
+        sock, address = args
+        if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
+            host = address[0] if isinstance(address, tuple) and address else str(address)
+            if not _is_loopback(str(host)):
+                _binds.append(f"{address!r}")
 
 
-def audit_binds() -> None:
-    """Start recording binds to non-loopback addresses (idempotent; hooks cannot be removed)."""
-    global _audit_installed
-    if not _audit_installed:
-        sys.addaudithook(_on_audit)
-        _audit_installed = True
+sys.addaudithook(_on_audit)
 
 
 def non_loopback_binds() -> list[str]:
-    """The non-loopback addresses bound since audit_binds() was called."""
+    """The non-loopback addresses bound since helpers was imported."""
     return list(_binds)
+
+
+def open_sockets() -> list[socket.socket]:
+    """Python sockets created since helpers was imported and not closed yet."""
+    return [s for s in list(_sockets) if s.fileno() != -1]
 
 
 def _children(pid: int) -> list[int]:
@@ -70,6 +83,20 @@ def _children(pid: int) -> list[int]:
         except OSError:
             continue
     return kids
+
+
+def _describe(sock: socket.socket) -> str:
+    kind = getattr(sock.type, "name", sock.type)
+    try:
+        local = sock.getsockname()
+    except OSError:
+        local = "?"
+    try:
+        remote = sock.getpeername()
+    except OSError:
+        remote = None
+    fam = getattr(sock.family, "name", sock.family)
+    return f"fd {sock.fileno()}: {fam}/{kind} {local!r}" + (f" -> {remote!r}" if remote else "")
 
 
 @dataclass
@@ -86,44 +113,30 @@ class Leftovers:
         return any((self.threads, self.servers, self.sockets, self.children, self.public_listeners))
 
 
-def leftovers(baseline_fds: set[int] | None = None) -> Leftovers:
-    """List what this process still runs or holds: course threads, servers, sockets
-    (beyond `baseline_fds`, the socket fds open before the lesson), child processes, and
+def leftovers(ignore: Iterable[socket.socket] = ()) -> Leftovers:
+    """List what this process still runs or holds: course threads, servers, open sockets
+    created since helpers was imported (except those in `ignore`), child processes, and
     sockets of ours listening outside loopback."""
-    ours = {e.socket_inode: e.fd for e in open_fds() if e.socket_inode is not None}
-    baseline = baseline_fds or set()
     out = Leftovers()
     out.threads = [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
     out.servers = [repr(s) for s in live_servers()]
-    inet = {e.inode: e for e in socket_table() if e.inode in ours}
-    for inode, fd in ours.items():
-        if fd in baseline:
-            continue
-        entry = inet.get(inode)
-        what = f"{entry.state.name} {entry.local} -> {entry.remote}" if entry else "socket"
-        out.sockets.append(f"fd {fd}: {what}")
-    out.children = _children(os.getpid())
-    out.public_listeners = [
-        f"{e.local}" for e in inet.values() if e.state is TcpState.LISTEN and not _is_loopback(e.local[0])
-    ]
+    skip = {id(s) for s in ignore}
+    socks = [s for s in open_sockets() if id(s) not in skip]
+    out.sockets = [_describe(s) for s in socks]
+    out.children = _children(os.getpid()) if sys.platform.startswith("linux") else []
+    inet = (socket.AF_INET, socket.AF_INET6)
+    listening = {s.getsockname()[:2] for s in socks if s.family in inet}
+    if listening:
+        out.public_listeners = [
+            f"{e.local}" for e in socket_table(states=["LISTEN"])
+            if e.local in listening and not _is_loopback(e.local[0])
+        ]
     return out
 
 
-def socket_fds() -> set[int]:
-    """The fds of this process that are sockets now (a baseline for leftovers())."""
-    return {e.fd for e in open_fds() if e.socket_inode is not None}
-
-
-_IMPORT_BASELINE = socket_fds() if sys.platform.startswith("linux") else set()
-
-
-def check_clean(baseline_fds: set[int] | None = None) -> None:
-    """Raise AssertionError naming whatever the lesson left running or open.
-
-    Sockets open before ``helpers`` was first imported (the Jupyter kernel's own) are
-    not counted unless `baseline_fds` says otherwise.
-    """
-    left = leftovers(_IMPORT_BASELINE if baseline_fds is None else baseline_fds)
+def check_clean() -> None:
+    """Raise AssertionError naming whatever the lesson left running or open."""
+    left = leftovers()
     if left:
         raise AssertionError(f"the lesson left things behind: {left}")
     print("Clean: no server threads, no open sockets, no child processes left behind.")

@@ -17,8 +17,8 @@ def no_leaks(request: pytest.FixtureRequest):
     if request.node.get_closest_marker("browser") or "notebook" in request.node.nodeid:
         yield
         return
-    before = hygiene.socket_fds()
+    before = hygiene.open_sockets()  # e.g. a module-scoped fixture's sockets
     yield
-    left = hygiene.leftovers(before)
+    left = hygiene.leftovers(ignore=before)
     servers.stop_all()
     assert not left, f"test left things behind: {left}"

@@ -1,8 +1,8 @@
 """Run a notebook in a fresh kernel and report what it left behind.
 
 Used by test_notebooks.py (and reusable by the soak script): the notebook runs top to
-bottom with nbclient, with one cell injected before it (start auditing binds, remember the
-kernel's own sockets) and one after it (list leftovers). The injected cells never reach the
+bottom with nbclient, with one cell injected before it (start tracking sockets and binds)
+and one after it (list leftovers). The injected cells never reach the
 committed notebook.
 """
 
@@ -17,14 +17,12 @@ import nbformat
 from nbclient import NotebookClient
 
 BEFORE = """\
-import helpers.hygiene as _course_hygiene
-_course_hygiene.audit_binds()
-_course_baseline = _course_hygiene.socket_fds()
+import helpers.hygiene as _course_hygiene  # starts tracking sockets and binds
 """
 
 AFTER = """\
 import dataclasses as _dc, json as _json
-_course_left = _course_hygiene.leftovers(_course_baseline)
+_course_left = _course_hygiene.leftovers()
 print("COURSE-LEFTOVERS " + _json.dumps({
     "leftovers": _dc.asdict(_course_left),
     "non_loopback_binds": _course_hygiene.non_loopback_binds(),

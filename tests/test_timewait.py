@@ -1,0 +1,158 @@
+"""helpers.timewait against real loopback sockets: states, the port-range option, arithmetic."""
+
+from __future__ import annotations
+
+import errno
+import math
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helpers import timewait as tw
+
+
+def _closed_pair(first: str) -> tuple[tuple[str, int], tuple[str, int]]:
+    """Open a loopback connection, let `first` close first; return (closer, other) addresses."""
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client.connect(listener.getsockname())
+        conn, _ = listener.accept()
+        with conn:
+            ends = {"client": client, "server": conn}
+            addr = {name: s.getsockname() for name, s in ends.items()}
+            second = "server" if first == "client" else "client"
+            ends[first].close()
+            assert ends[second].recv(1) == b""
+            ends[second].close()
+    return addr[first], addr[second]
+
+
+@pytest.mark.parametrize("first", ["client", "server"])
+def test_wait_for_state_finds_the_active_closer_in_time_wait(first: str) -> None:
+    closer, other = _closed_pair(first)
+    row = tw.wait_for_state(closer, other, "TIME_WAIT")
+    assert row.local == closer and row.remote == other
+    assert 0 < row.timer_s <= tw.TIME_WAIT_S
+    assert row.inode == 0  # no process owns a TIME_WAIT socket
+    tw.wait_gone(other, closer)
+    assert tw.state_of(other, closer) is None
+    assert tw.connection_rows(closer, other).states() == ["TIME_WAIT"]
+
+
+def test_wait_for_state_times_out_naming_what_it_saw() -> None:
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        client.connect(listener.getsockname())
+        conn, _ = listener.accept()
+        with conn:
+            seen = r"did not reach TIME_WAIT within 0.05 s; the table shows: ESTABLISHED$"
+            with pytest.raises(TimeoutError, match=seen):
+                tw.wait_for_state(client.getsockname(), conn.getsockname(), "TIME_WAIT", timeout_s=0.05)
+
+
+def test_wait_for_state_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown TCP state 'TIMEWAIT'"):
+        tw.wait_for_state(("127.0.0.1", 1), ("127.0.0.1", 2), "TIMEWAIT")
+    with pytest.raises(ValueError, match=r"timeout_s must be a number of seconds in \(0, 60\], got -1"):
+        tw.wait_for_state(("127.0.0.1", 1), ("127.0.0.1", 2), "TIME_WAIT", timeout_s=-1)
+    with pytest.raises(ValueError, match="count must be a positive number of sockets, got 0"):
+        tw.wait_for_count("TIME_WAIT", 0)
+
+
+@given(st.integers(0, 65535), st.integers(0, 65535))
+def test_pack_port_range_round_trips(a: int, b: int) -> None:
+    lo, hi = min(a, b), max(a, b)
+    raw = tw.pack_port_range(lo, hi)
+    assert len(raw) == 4
+    assert tw.unpack_port_range(raw) == (lo, hi)
+
+
+def test_pack_port_range_rejects_bad_ranges() -> None:
+    with pytest.raises(ValueError, match=r"^the range is empty: lo=10 > hi=5; the kernel would answer EINVAL$"):
+        tw.pack_port_range(10, 5)
+    with pytest.raises(ValueError, match=r"^hi must be a port number 0-65535, got 70000$"):
+        tw.pack_port_range(1, 70000)
+    with pytest.raises(ValueError, match="4-byte u32, got 3 bytes"):
+        tw.unpack_port_range(b"abc")
+
+
+@pytest.mark.skipif(not tw.has_port_range_option(), reason="IP_LOCAL_PORT_RANGE needs Linux 6.3")
+def test_port_range_option_limits_connect_to_the_window() -> None:
+    lo, hi = tw.free_port_window(3)
+    assert hi - lo + 1 == 3
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        clients = []
+        try:
+            for _ in range(4):
+                s = socket.socket()
+                clients.append(s)
+                s.setsockopt(socket.IPPROTO_IP, tw.IP_LOCAL_PORT_RANGE, tw.pack_port_range(lo, hi))
+                assert tw.unpack_port_range(s.getsockopt(socket.IPPROTO_IP, tw.IP_LOCAL_PORT_RANGE, 4)) == (lo, hi)
+            for s in clients[:3]:
+                s.connect(listener.getsockname())
+            assert sorted(s.getsockname()[1] for s in clients[:3]) == [lo, lo + 1, lo + 2]
+            with pytest.raises(OSError) as info:
+                clients[3].connect(listener.getsockname())
+            assert info.value.errno == errno.EADDRNOTAVAIL
+        finally:
+            for s in clients:
+                s.close()
+
+
+def test_free_port_window_avoids_ports_in_use() -> None:
+    with socket.socket() as used:
+        used.bind(("127.0.0.1", 0))
+        used.listen()
+        port = used.getsockname()[1]
+        for _ in range(20):
+            lo, hi = tw.free_port_window(50, within=(port - 60, port + 60))
+            assert not lo <= port <= hi
+    with pytest.raises(ValueError, match="holds fewer than 10 ports"):
+        tw.free_port_window(10, within=(40000, 40004))
+
+
+def test_sysctls_are_read() -> None:
+    lo, hi = tw.local_port_range()
+    assert 0 < lo <= hi <= 65535
+    assert tw.tw_reuse() in (0, 1, 2)
+    with pytest.raises(ValueError, match="a net.ipv4 sysctl name"):
+        tw.read_sysctl("../../etc/passwd")
+    with pytest.raises(FileNotFoundError, match="this kernel has no net.ipv4.no_such_knob"):
+        tw.read_sysctl("no_such_knob")
+
+
+def test_exhaustion_arithmetic() -> None:
+    assert tw.exhaustion_time_s(0, 1000) == math.inf
+    assert tw.exhaustion_time_s(50, 3000) == math.inf  # exactly sustainable: 50/s * 60 s = 3000
+    assert tw.exhaustion_time_s(51, 3000) == pytest.approx(3000 / 51)
+    assert tw.exhaustion_time_s(100, 1000) == pytest.approx(10.0)
+    assert tw.ports_held(10, 5) == 50
+    assert tw.ports_held(10, 600) == 600  # levels off after 60 s
+    with pytest.raises(ValueError, match=r"^the rate must be >= 0 connections per second, got -1$"):
+        tw.exhaustion_time_s(-1, 1000)
+    with pytest.raises(ValueError, match="finite number"):
+        tw.exhaustion_time_s(float("nan"), 1000)
+    with pytest.raises(ValueError, match="ports must be a positive count"):
+        tw.exhaustion_time_s(10, 0)
+
+
+def test_close_diagram_and_matrix() -> None:
+    d = tw.close_diagram(
+        "server",
+        after_first={"server": "FIN_WAIT2", "client": "CLOSE_WAIT"},
+        after_second={"server": "TIME_WAIT", "client": None},
+        timer_s=59.9,
+    )
+    src = d.mermaid()
+    assert "Server->>Client: FIN (close)" in src
+    assert "TIME_WAIT (seen), 59.9 s left" in src
+    with pytest.raises(ValueError, match="first must be 'client' or 'server'"):
+        tw.close_diagram("both", after_first={}, after_second={}, timer_s=None)
+    html = tw.matrix_html({(True, True): "restarted", (False, False): "EADDRINUSE"})
+    assert html.count("<tr>") == 3 and "not run" in html

@@ -39,6 +39,8 @@ __all__ = [
     "SocketTable",
     "socket_table",
     "entries_for",
+    "parse_proc_tcp",
+    "decode_proc_address",
     "Counters",
     "CounterDiff",
     "kernel_counters",
@@ -296,7 +298,8 @@ class SocketTable(list[SocketEntry]):
         return [e.state.name for e in self]
 
 
-def _decode_addr(hex_addr: str) -> Address:
+def decode_proc_address(hex_addr: str) -> Address:
+    """Decode an address column of /proc/net/{tcp,udp}{,6} ('0100007F:1F90' -> ('127.0.0.1', 8080))."""
     host_hex, port_hex = hex_addr.split(":")
     raw = bytes.fromhex(host_hex)
     # The kernel prints each 32-bit word of the address in host byte order.
@@ -314,7 +317,8 @@ _LITTLE_ENDIAN = struct.pack("=I", 1) == struct.pack("<I", 1)
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _parse_proc_tcp(text: str) -> Iterator[SocketEntry]:
+def parse_proc_tcp(text: str) -> Iterator[SocketEntry]:
+    """The rows of a /proc/net/tcp or tcp6 text as SocketEntry, in file order."""
     for line in text.splitlines()[1:]:
         cols = line.split()
         if len(cols) < 10:
@@ -323,8 +327,8 @@ def _parse_proc_tcp(text: str) -> Iterator[SocketEntry]:
         timer_kind, when = cols[5].split(":")
         yield SocketEntry(
             state=TcpState(int(cols[3], 16)),
-            local=_decode_addr(cols[1]),
-            remote=_decode_addr(cols[2]),
+            local=decode_proc_address(cols[1]),
+            remote=decode_proc_address(cols[2]),
             send_q=tx_q,
             recv_q=rx_q,
             timer=TimerKind(int(timer_kind, 16)) if int(timer_kind, 16) <= 4 else TimerKind.NONE,
@@ -368,7 +372,7 @@ def socket_table(
         path = PROC_NET / name
         if not path.exists():
             continue
-        for e in _parse_proc_tcp(path.read_text()):
+        for e in parse_proc_tcp(path.read_text()):
             if local is not None and e.local != local:
                 continue
             if remote is not None and e.remote != remote:

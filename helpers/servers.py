@@ -44,8 +44,11 @@ __all__ = [
     "UDPServer",
     "UnixStreamServer",
     "ProcessServer",
+    "family_for",
     "live_servers",
+    "register",
     "stop_all",
+    "unregister",
 ]
 
 StreamHandler = Callable[[socket.socket], Any]
@@ -56,6 +59,20 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 _live: set[Any] = set()
 _live_lock = threading.Lock()
+
+
+def register(server: Any) -> None:
+    """Add a running server (anything with ``stop(raise_errors=...)``) to the registry, so
+    ``stop_all()`` and the leak checks see it. Servers defined in other helpers modules
+    call this when they start and ``unregister`` when they stop."""
+    with _live_lock:
+        _live.add(server)
+
+
+def unregister(server: Any) -> None:
+    """Remove a stopped server from the registry (no error if it is not there)."""
+    with _live_lock:
+        _live.discard(server)
 
 
 def live_servers() -> list[Any]:
@@ -93,12 +110,16 @@ def _check_port(port: int) -> int:
     return port
 
 
-def _family_for(host: str) -> socket.AddressFamily:
+def family_for(host: str) -> socket.AddressFamily:
+    """AF_INET or AF_INET6 for an IP address literal; ValueError naming the host otherwise."""
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"host must be an IP address such as '127.0.0.1' or '::1', got {host!r}") from None
     return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+_family_for = family_for  # older name, kept while helpers modules move to family_for
 
 
 class _BackgroundServer:
@@ -300,7 +321,7 @@ class TCPServer(_StreamServer):
         _check_port(port)
         if not isinstance(backlog, int) or backlog < 0:
             raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
-        sock = socket.socket(_family_for(host), socket.SOCK_STREAM)
+        sock = socket.socket(family_for(host), socket.SOCK_STREAM)
         try:
             if reuse_addr:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -361,7 +382,7 @@ class UDPServer(_BackgroundServer):
         if handler is not None and not callable(handler):
             raise TypeError(f"handler must be a function (data, addr) -> bytes | None, got {handler!r}")
         self.handler = handler
-        sock = socket.socket(_family_for(host), socket.SOCK_DGRAM)
+        sock = socket.socket(family_for(host), socket.SOCK_DGRAM)
         try:
             sock.bind((host, port))
             sock.setblocking(False)

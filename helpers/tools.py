@@ -40,7 +40,7 @@ from pathlib import Path
 
 from .addresses import _parse_if_inet6
 from .features import require_linux
-from .observe import Address, TcpState, _parse_proc_tcp, open_fds, socket_table
+from .observe import Address, TcpState, open_fds, parse_proc_tcp, socket_table
 from .packets import build_icmp_echo, parse_icmp, parse_ipv4
 
 __all__ = [
@@ -128,7 +128,7 @@ def _udp_sockets() -> dict[int, tuple[str, Address, Address]]:
         path = PROC_NET / name
         if path.exists():
             # /proc/net/udp has /proc/net/tcp's columns; state 7 means unconnected, 1 connected.
-            for e in _parse_proc_tcp(path.read_text()):
+            for e in parse_proc_tcp(path.read_text()):
                 found[e.inode] = (kind, e.local, e.remote)
     return found
 

@@ -1,0 +1,357 @@
+"""Plumbing for lesson 08 (shutdown vs close): hold a connection in a closing state and look.
+
+Theory of operation. On loopback a connection usually closes faster than a program can
+look at it, so the lesson needs ways to catch the states in between:
+
+* Both ends in one process. ``connected_pair()`` returns a connected client socket and
+  the server's accepted socket, so the notebook can call shutdown() on one and look at
+  the other at its own pace; nothing runs in the background.
+* A FIN waits behind data. A FIN takes a sequence number after the last byte queued, so
+  while the peer's receive window is full, shutdown() or close() changes the state
+  (ESTABLISHED -> FIN_WAIT1, CLOSE_WAIT -> LAST_ACK) but the FIN stays in the send queue.
+  ``fill_send_queue()`` writes until the kernel says EAGAIN; small buffers
+  (``connected_pair(bufsize=...)``) keep that to a few hundred KiB.
+* Per-socket evidence first. ``wait_for_state()`` polls TCP_INFO of one socket and
+  ``wait_for_row()`` looks up one 4-tuple (a closed socket has no fd left); ``queued()``
+  reads the SIOCINQ/SIOCOUTQ ioctls (``man 7 tcp``).
+* Look up one connection, not the whole table. /proc/net/tcp lists every socket of the
+  namespace; on a shared machine with tens of thousands of sockets, reading and parsing
+  it takes about a second. ``lookup()`` asks the kernel for one 4-tuple instead, over
+  NETLINK_SOCK_DIAG as ``ss`` does (``man 7 sock_diag``: a request without NLM_F_DUMP
+  is an exact lookup), and falls back to the table if netlink is refused.
+* Children are always reaped. ``ChildProcess`` runs ``python -c CODE`` (for SIGPIPE,
+  which Python ignores in its own process) and kills and waits for it on exit.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+
+from .observe import SocketEntry, SocketTable, TcpState, TimerKind, socket_table, tcp_info
+
+__all__ = [
+    "connected_pair",
+    "fill_send_queue",
+    "drain",
+    "queued",
+    "wait_for_state",
+    "wait_for_inq",
+    "wait_for_row",
+    "lookup",
+    "both_ends",
+    "signal_name",
+    "ChildProcess",
+]
+
+POLL_S = 0.001  # how often the waits look again: states change within microseconds on loopback
+
+
+def _states(states: str | TcpState | Iterable[str | TcpState]) -> set[TcpState]:
+    if isinstance(states, (str, TcpState)):
+        states = [states]
+    return {TcpState.parse(s) for s in states}
+
+
+def connected_pair(*, bufsize: int | None = None, host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
+    """A connected TCP (client, server) pair on loopback; the listener is already closed.
+
+    `bufsize` (bytes) sets SO_SNDBUF and SO_RCVBUF on both ends before the handshake (the
+    kernel doubles the value, ``man 7 socket``), so a peer's window fills after a few
+    hundred KiB instead of several MiB. Both sockets are blocking; close both when done.
+    """
+    if bufsize is not None and (isinstance(bufsize, bool) or not isinstance(bufsize, int) or bufsize < 1024):
+        raise ValueError(f"bufsize must be an int of at least 1024 bytes (or None for the default), got {bufsize!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    client = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        for sock in (listener, client):
+            if bufsize is not None:  # before listen()/connect(): the window scale is agreed in the handshake
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, bufsize)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, bufsize)
+        listener.bind((host, 0))
+        listener.listen(1)
+        listener.settimeout(5.0)
+        client.settimeout(5.0)
+        client.connect(listener.getsockname()[:2])
+        server, _ = listener.accept()
+    except BaseException:
+        client.close()
+        raise
+    finally:
+        listener.close()
+    client.settimeout(None)
+    server.settimeout(None)
+    return client, server
+
+
+def fill_send_queue(sock: socket.socket, *, limit: int = 64 * 1024 * 1024) -> int:
+    """Write zeros without blocking until the kernel refuses (EAGAIN); return the bytes taken.
+
+    Afterwards the peer's receive buffer is full and the rest waits in `sock`'s send queue.
+    `limit` (bytes) is a safety stop for a peer that keeps reading; the socket is left
+    blocking again.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of bytes, got {limit}")
+    chunk = bytes(64 * 1024)
+    total = 0
+    sock.setblocking(False)
+    try:
+        while total < limit:
+            try:
+                total += sock.send(chunk[: limit - total])
+            except BlockingIOError:
+                break
+    finally:
+        sock.setblocking(True)
+    return total
+
+
+def drain(sock: socket.socket, *, timeout_s: float = 5.0) -> int:
+    """Read and drop everything until EOF; return the byte count.
+
+    Raises TimeoutError if the peer neither sends nor closes for `timeout_s` seconds.
+    """
+    total = 0
+    sock.settimeout(timeout_s)
+    try:
+        while data := sock.recv(256 * 1024):
+            total += len(data)
+    except TimeoutError:
+        raise TimeoutError(f"no EOF within {timeout_s} s after {total} bytes: has the peer shut down?") from None
+    finally:
+        sock.settimeout(None)
+    return total
+
+
+def queued(sock: socket.socket) -> tuple[int, int]:
+    """(inq, outq) in bytes: received but not yet read (SIOCINQ), and written but not yet
+    acknowledged by the peer, sent or not (SIOCOUTQ). A FIN not yet acknowledged counts 1
+    in outq."""
+    buf = struct.pack("i", 0)
+    inq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf))[0]
+    outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf))[0]
+    return inq, outq
+
+
+def wait_for_state(
+    sock: socket.socket, states: str | TcpState | Iterable[str | TcpState], *, timeout_s: float = 2.0
+) -> tuple[TcpState, float]:
+    """Poll TCP_INFO until `sock` is in one of `states`; return (state, seconds waited).
+
+    Raises TimeoutError naming the state it stayed in.
+    """
+    wanted = _states(states)
+    started = time.perf_counter()
+    while True:
+        state = tcp_info(sock).state
+        waited = time.perf_counter() - started
+        if state in wanted:
+            return state, waited
+        if waited > timeout_s:
+            names = ", ".join(sorted(s.name for s in wanted))
+            raise TimeoutError(f"socket stayed in {state.name} for {timeout_s} s, waiting for {names}")
+        time.sleep(POLL_S)
+
+
+def wait_for_inq(sock: socket.socket, nbytes: int, *, timeout_s: float = 2.0) -> int:
+    """Poll SIOCINQ until at least `nbytes` wait unread in `sock`'s receive queue; return
+    how many do. Raises TimeoutError with the count reached."""
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    deadline = time.perf_counter() + timeout_s
+    while (inq := queued(sock)[0]) < nbytes:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"only {inq} of {nbytes} bytes arrived within {timeout_s} s")
+        time.sleep(POLL_S)
+    return inq
+
+
+# NETLINK_SOCK_DIAG numbers, from <linux/netlink.h>, <linux/sock_diag.h>, <linux/inet_diag.h>
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST = 1
+_NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_DIAG_REQ = struct.Struct("=BBBxI")  # family, protocol, ext, states (then the sockid)
+_DIAG_MSG = struct.Struct("=BBBB")  # family, state, timer, retrans (then the sockid)
+_DIAG_TAIL = struct.Struct("=IIIII")  # expires (ms), rqueue, wqueue, uid, inode
+_NOCOOKIE = 0xFFFFFFFF
+
+
+def _sockid(local: tuple[str, int], remote: tuple[str, int]) -> bytes:
+    src = ipaddress.ip_address(local[0]).packed.ljust(16, b"\0")
+    dst = ipaddress.ip_address(remote[0]).packed.ljust(16, b"\0")
+    return struct.pack("!HH", local[1], remote[1]) + src + dst + struct.pack("=III", 0, _NOCOOKIE, _NOCOOKIE)
+
+
+def _netlink_lookup(local: tuple[str, int], remote: tuple[str, int]) -> SocketEntry | None:
+    version = ipaddress.ip_address(local[0]).version
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
+    body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + _sockid(local, remote)
+    request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
+        nl.sendto(request, (0, 0))
+        reply = nl.recv(8192)
+    _, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply)
+    if kind == _NLMSG_ERROR:
+        (err,) = struct.unpack_from("=i", reply, _NLMSG_HDR.size)
+        if -err == errno.ENOENT:
+            return None  # no socket with this 4-tuple
+        raise OSError(-err, f"sock_diag lookup failed: {errno.errorcode.get(-err, -err)}")
+    offset = _NLMSG_HDR.size
+    _, state, timer, retrans = _DIAG_MSG.unpack_from(reply, offset)
+    offset += _DIAG_MSG.size + 48  # skip the sockid: it echoes what we asked for
+    expires_ms, rqueue, wqueue, uid, inode = _DIAG_TAIL.unpack_from(reply, offset)
+    entry = SocketEntry(
+        state=TcpState(state),
+        local=(str(ipaddress.ip_address(local[0])), local[1]),
+        remote=(str(ipaddress.ip_address(remote[0])), remote[1]),
+        send_q=wqueue,
+        recv_q=rqueue,
+        timer=TimerKind(timer) if timer <= 4 else TimerKind.NONE,
+        timer_s=expires_ms / 1000,
+        retransmits=retrans,
+        uid=uid,
+        inode=inode,
+    )
+    # An exact lookup falls back to a listener on the local port; that is not this 4-tuple.
+    return None if entry.state is TcpState.LISTEN else entry
+
+
+def lookup(local: tuple[str, int], remote: tuple[str, int]) -> SocketTable:
+    """The socket-table row of one 4-tuple (local, remote), as a SocketTable of 0 or 1 rows.
+
+    Asks the kernel for that connection alone (NETLINK_SOCK_DIAG, as ``ss`` does), which
+    stays fast however many sockets the machine has; if netlink is not allowed here, it
+    filters the full /proc/net/tcp table instead.
+    """
+    try:
+        entry = _netlink_lookup(local, remote)
+    except OSError as exc:
+        if isinstance(exc, PermissionError) or exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
+            return SocketTable(e for e in socket_table(local=local, remote=remote) if e.state is not TcpState.LISTEN)
+        raise
+    return SocketTable([] if entry is None else [entry])
+
+
+def both_ends(sock: socket.socket) -> SocketTable:
+    """Both ends of a connected socket's connection, this end first (like observe.entries_for,
+    but with two exact lookups instead of two reads of the whole table)."""
+    local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
+    return SocketTable([*lookup(local, remote), *lookup(remote, local)])
+
+
+def wait_for_row(
+    local: tuple[str, int],
+    remote: tuple[str, int],
+    states: str | TcpState | Iterable[str | TcpState],
+    *,
+    timeout_s: float = 2.0,
+) -> SocketEntry:
+    """Poll the 4-tuple (local, remote) until the kernel shows it in one of `states`.
+
+    For sockets that have no fd any more (after close(): FIN_WAIT2, TIME_WAIT, ...).
+    Raises TimeoutError with what the kernel showed instead.
+    """
+    wanted = _states(states)
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        rows = lookup(local, remote)
+        for row in rows:
+            if row.state in wanted:
+                return row
+        if time.perf_counter() > deadline:
+            seen = ", ".join(rows.states()) or "no row at all"
+            names = ", ".join(sorted(s.name for s in wanted))
+            raise TimeoutError(f"{local} -> {remote}: waited {timeout_s} s for {names}, saw {seen}")
+        time.sleep(POLL_S)
+
+
+def signal_name(returncode: int | None) -> str:
+    """How a child ended, in words: 'exit 0', 'killed by SIGPIPE', or 'still running'."""
+    if returncode is None:
+        return "still running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit {returncode}"
+
+
+@dataclass
+class ChildResult:
+    """What a finished child left: its return code (negative = killed by that signal) and output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def how(self) -> str:
+        """The end in words, e.g. 'killed by SIGPIPE'."""
+        return signal_name(self.returncode)
+
+
+class ChildProcess:
+    """``python -c code *args`` as a child process that is always reaped.
+
+    Use it as a context manager: on exit a child still running is killed (SIGKILL) and
+    waited for, and its pipes are closed, whatever happened in the block.
+    """
+
+    def __init__(self, code: str, *args: object):
+        if not isinstance(code, str) or not code.strip():
+            raise ValueError("ChildProcess needs Python source code to run with python -c")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, *map(str, args)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self.process.pid
+
+    def wait(self, timeout_s: float = 10.0) -> ChildResult:
+        """Wait for the child to end and collect its output.
+
+        Raises TimeoutError (after killing and reaping it) if it runs longer than `timeout_s`.
+        """
+        try:
+            out, err = self.process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise TimeoutError(f"child {self.pid} still ran after {timeout_s} s; it was killed") from None
+        return ChildResult(self.process.returncode, out, err)
+
+    def close(self) -> None:
+        """Kill the child if it still runs, reap it, close its pipes. Safe to call twice."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()  # reaps and closes the pipes
+
+    def __enter__(self) -> ChildProcess:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

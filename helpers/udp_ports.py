@@ -1,0 +1,114 @@
+"""UDP ports: who is bound where (/proc/net/udp), and a port where nobody receives.
+
+Theory of operation. /proc/net/udp and /proc/net/udp6 list every UDP socket in the network
+namespace, as ``ss -uan`` does: local and remote address, state (07 = not connected, 01 =
+connected, the TCP numbers reused), queues, owner uid, inode and drops.
+
+A lesson about ICMP "port unreachable" needs a UDP port that no socket receives on. The
+usual tricks race: "bind port 0, read the number, close, send there" leaves a moment in which
+another program (on JupyterHub, another learner) may bind the number, and "check
+/proc/net/udp, then send" has the same gap between check and send. ``unreachable_port()``
+closes the gap instead: it keeps a socket bound to the port, and ``connect()``s that socket
+to its own address. A connected UDP socket accepts datagrams only from its peer (``man 2
+connect``), so a datagram from any other socket matches no receiver and the kernel answers it
+with ICMP port unreachable, exactly as for an unbound port, while the port stays ours: no
+other socket can bind it unless both set SO_REUSEADDR or SO_REUSEPORT, and ours sets neither.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .features import require_linux
+from .observe import PROC_NET, decode_proc_address
+from .servers import family_for
+
+__all__ = ["UdpEntry", "udp_table", "UnreachablePort", "unreachable_port"]
+
+_STATES = {1: "connected", 7: "unconnected"}  # the st column: TCP_ESTABLISHED, TCP_CLOSE
+
+
+@dataclass(frozen=True)
+class UdpEntry:
+    """One row of /proc/net/udp{,6}. ``drops`` counts datagrams the kernel threw away for
+    this socket (a full receive buffer); ``remote`` is ('0.0.0.0', 0) unless connected."""
+
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    state: str  # "connected" or "unconnected"
+    send_q: int
+    recv_q: int
+    uid: int
+    inode: int
+    drops: int
+
+
+def _parse(text: str) -> Iterator[UdpEntry]:
+    for line in text.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) < 13:
+            continue
+        tx_q, rx_q = (int(x, 16) for x in cols[4].split(":"))
+        st = int(cols[3], 16)
+        yield UdpEntry(
+            local=decode_proc_address(cols[1]),
+            remote=decode_proc_address(cols[2]),
+            state=_STATES.get(st, f"state {st}"),
+            send_q=tx_q,
+            recv_q=rx_q,
+            uid=int(cols[7]),
+            inode=int(cols[9]),
+            drops=int(cols[12]),
+        )
+
+
+def udp_table(port: int | None = None) -> list[UdpEntry]:
+    """Every UDP socket in this network namespace, or only those bound to local `port`."""
+    require_linux("the UDP socket table (/proc/net/udp)")
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
+        raise ValueError(f"port must be an int in 0-65535, got {port!r}")
+    out = []
+    for name in ("udp", "udp6"):
+        path = PROC_NET / name
+        if path.exists():
+            out += [e for e in _parse(path.read_text()) if port is None or e.local[1] == port]
+    return out
+
+
+@dataclass(frozen=True)
+class UnreachablePort:
+    """A UDP address where no socket receives datagrams from anyone but itself."""
+
+    address: tuple[str, int]
+    blocker: socket.socket  # bound to `address` and connected to it: it holds the port
+    rows: list[UdpEntry]  # /proc/net/udp rows that could receive for `address` (only the blocker)
+
+
+@contextmanager
+def unreachable_port(host: str = "127.0.0.1") -> Iterator[UnreachablePort]:
+    """Hold a UDP port on `host` (loopback) where datagrams from other sockets find no
+    receiver, so the kernel answers them with ICMP port unreachable.
+
+    Checks /proc/net/udp that the blocker is the only socket on the port; RuntimeError if
+    another socket shares it (possible only if someone uses SO_REUSEPORT tricks).
+    """
+    family = family_for(host)
+    blocker = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        blocker.bind((host, 0))
+        address = blocker.getsockname()[:2]
+        blocker.connect(address)  # accept datagrams only from ourselves: from anyone else, none
+        blocker.setblocking(False)
+        # Sockets that could receive datagrams for `address`: bound to it or to a wildcard.
+        rows = [r for r in udp_table(address[1]) if r.local[0] in (address[0], "0.0.0.0", "::")]
+        mine = os.fstat(blocker.fileno()).st_ino
+        others = [r for r in rows if r.inode != mine]
+        if others or len(rows) != 1:
+            raise RuntimeError(f"UDP port {address[1]} is shared with other sockets: {others}; try again")
+        yield UnreachablePort(address, blocker, rows)
+    finally:
+        blocker.close()

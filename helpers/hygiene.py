@@ -5,8 +5,9 @@ sees two CPython audit events:
 
 * ``socket.__new__``, raised for every Python socket object (socket(), accept(),
   socketpair(), fromfd()): the hook keeps a weak reference, so ``leftovers()`` can list the
-  sockets still open without counting sockets Python never made, such as the ZeroMQ
-  sockets a Jupyter kernel opens for itself (libzmq creates those in C, at any time).
+  sockets still open. Sockets the Jupyter kernel opens for itself are left out: libzmq's
+  are made in C and raise no event, and the few ipykernel makes in Python (an asyncio
+  self-pipe per subshell) are recognised by who called socket().
 * ``socket.bind``: the hook records every bind() of an IP socket to an address outside
   loopback, so the tests can fail a lesson that binds where it should not.
 
@@ -48,8 +49,28 @@ def _is_loopback(host: str) -> bool:
     return ip.is_loopback
 
 
+# Sockets the Jupyter kernel makes for itself are not the lesson's: ipykernel 7 starts a
+# "subshell" thread with its own asyncio loop (whose self-pipe is a socketpair) the first
+# time JupyterLab sends widget messages. We tell them apart by the first caller outside the
+# standard library: kernel machinery lives in these packages.
+_KERNEL_PACKAGES = {"ipykernel", "tornado", "zmq", "jupyter_client", "debugpy", "comm"}
+_STDLIB = os.path.dirname(os.__file__)
+
+
+def _made_by_kernel_machinery() -> bool:
+    frame = sys._getframe(2)  # skip this function and the audit hook
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not (path.startswith(_STDLIB) and "site-packages" not in path) and not path.startswith("<frozen"):
+            return bool(_KERNEL_PACKAGES.intersection(Path(path).parts))
+        frame = frame.f_back
+    return False
+
+
 def _on_audit(event: str, args: tuple) -> None:
     if event == "socket.__new__":
+        if _made_by_kernel_machinery():
+            return
         try:
             _sockets.add(args[0])
         except TypeError:  # a socket type that cannot be weakly referenced: not ours

@@ -4,6 +4,10 @@ Each control is built with ``continuous_update=False``, so dragging a slider run
 experiment once when the learner lets go, not once per pixel. The experiment's printed
 output, plots and errors appear in one output area under the controls; an error shows as a
 short message naming the parameter values, not a traceback.
+
+A progress bar inside an experiment must stay (``tqdm(..., leave=True)``): a bar that
+closes itself (``leave=False``) leaves the output pointing at a widget that no longer
+exists, and JupyterLab shows "Error displaying widget: model not found".
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ from typing import Any
 import ipywidgets as w
 from IPython.display import display
 
-__all__ = ["int_slider", "float_slider", "choice", "controls", "Experiment"]
+__all__ = ["int_slider", "float_slider", "choice", "controls", "Experiment", "ERROR_CLASS"]
+
+#: CSS class on an Experiment's status line while its last run failed (the browser test
+#: looks for it).
+ERROR_CLASS = "course-experiment-error"
 
 
 def int_slider(description: str, value: int, min: int, max: int, step: int = 1) -> w.IntSlider:
@@ -73,9 +81,11 @@ class Experiment:
         except Exception as exc:  # noqa: BLE001 - shown to the learner, not raised
             params = ", ".join(f"{k}={v!r}" for k, v in values.items())
             self.status.value = f"<b>{type(exc).__name__}</b> with {params}: {exc}"
+            self.status.add_class(ERROR_CLASS)
             self.last = exc
         else:
             self.status.value = f"<small>ran in {time.perf_counter() - started:.2f} s</small>"
+            self.status.remove_class(ERROR_CLASS)
         self.runs += 1
 
     def _ipython_display_(self) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "tw_reuse",
     "tw_reuse_delay_ms",
     "free_port_window",
+    "window_starts",
     "ports_held",
     "exhaustion_time_s",
     "close_diagram",
@@ -217,14 +218,25 @@ def tw_reuse_delay_ms() -> int | None:
         return None
 
 
-def free_port_window(size: int, *, within: tuple[int, int] | None = None, attempts: int = 200) -> tuple[int, int]:
+def window_starts(used: set[int], lo: int, hi: int, size: int) -> list[int]:
+    """Every p in [lo, hi - size + 1] such that ports p .. p + size - 1 are all outside `used`."""
+    inside = sorted(p for p in used if lo <= p <= hi)
+    starts: list[int] = []
+    for gap_lo, gap_hi in zip([lo - 1, *inside], [*inside, hi + 1]):  # free ports lie strictly between
+        starts += range(gap_lo + 1, gap_hi - size + 1)
+    return starts
+
+
+def free_port_window(size: int, *, within: tuple[int, int] | None = None) -> tuple[int, int]:
     """A random window of `size` consecutive ports, inside the ephemeral range, that no TCP
     socket in this network namespace uses as its local port right now: (lo, hi) inclusive.
 
     The per-socket range only narrows net.ipv4.ip_local_port_range (a range outside it is
     ignored), so the window is taken from it. Ports other programs bound could not be lent
     to our connect() calls; ports they only connect() from could (another destination), but
-    the window avoids them all. A random start keeps two learners apart on a shared host.
+    the window avoids them all. Every free window is considered (a crowded range, e.g. one
+    full of TIME_WAIT sockets, may have only a few), and one is picked at random, which
+    keeps two learners apart on a shared host.
     """
     require_linux("the socket table (/proc/net/tcp)")
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1000:
@@ -232,13 +244,18 @@ def free_port_window(size: int, *, within: tuple[int, int] | None = None, attemp
     lo, hi = within if within is not None else local_port_range()
     if hi - lo + 1 < size:
         raise ValueError(f"the range {lo}-{hi} holds fewer than {size} ports")
-    used = {e.local[1] for e in socket_table()}
-    rng = random.SystemRandom()
-    for _ in range(attempts):
-        start = rng.randint(lo, hi - size + 1)
-        if not used.intersection(range(start, start + size)):
-            return start, start + size - 1
-    raise RuntimeError(f"no free window of {size} ports in {lo}-{hi} after {attempts} tries; is the range crowded?")
+    table = socket_table()
+    used = {e.local[1] for e in table}
+    starts = window_starts(used, lo, hi, size)
+    if not starts:
+        waiting = sum(e.state is TcpState.TIME_WAIT for e in table)
+        busy = sum(lo <= p <= hi for p in used)
+        raise RuntimeError(
+            f"no {size} consecutive free ports in {lo}-{hi}: {busy} of its ports are in use "
+            f"({waiting} sockets in TIME_WAIT); wait a minute for TIME_WAIT to expire"
+        )
+    start = random.SystemRandom().choice(starts)
+    return start, start + size - 1
 
 
 # --------------------------------------------------------------------------- arithmetic

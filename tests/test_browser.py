@@ -36,6 +36,8 @@ import nbformat
 import pytest
 from browser_support import CHROMIUM, CHROMIUM_ARGS, LabServer
 
+from helpers.widgets import ERROR_CLASS
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = Path(os.environ.get("COURSE_NOTEBOOKS_DIR", ROOT / "notebooks")).resolve()
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
@@ -353,6 +355,11 @@ def _move_first_slider(page: Any, path: str, budget: _Budget) -> tuple[str, str]
     return before, page.evaluate(CELL_SIGNATURE_JS, node)
 
 
+def _failed_experiments(page: Any) -> list[str]:
+    """The status lines of helpers.widgets.Experiment runs that raised (shown, not thrown)."""
+    return page.locator(f".{ERROR_CLASS}").all_inner_texts()
+
+
 @pytest.mark.timeout(TEST_TIMEOUT_S, method="signal")  # "signal" lets the fixtures stop the server
 @pytest.mark.parametrize("notebook", _notebook_params())
 def test_notebook_runs_in_jupyterlab(notebook: Path, lab: LabServer, browser: Any) -> None:
@@ -392,6 +399,8 @@ def test_notebook_runs_in_jupyterlab(notebook: Path, lab: LabServer, browser: An
         assert not shown["mermaidErrors"], "Mermaid could not draw a diagram:\n" + "\n".join(shown["mermaidErrors"])
         assert shown["mermaid"] >= run["mermaid"], f"{shown['mermaid']} of {run['mermaid']} Mermaid diagrams rendered"
 
+        assert not _failed_experiments(page), f"an experiment failed: {_failed_experiments(page)}"
+
         if shown["sliders"]:
             before, after = _move_first_slider(page, path, budget)
             _show_whole_notebook(page, path)
@@ -399,6 +408,7 @@ def test_notebook_runs_in_jupyterlab(notebook: Path, lab: LabServer, browser: An
             if "Traceback (most recent call last)" in after:
                 pytest.fail(f"the slider's callback raised:\n{after}", pytrace=False)
             assert after != before, "moving the slider did not change its cell's output"
+            assert not _failed_experiments(page), f"after the slider moved: {_failed_experiments(page)}"
         total_s = time.monotonic() - started
         print(f"{notebook.name}: Run All done after {ran_s:.1f} s, whole check {total_s:.1f} s")
     except BaseException:

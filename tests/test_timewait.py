@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers import socket_table
 from helpers import timewait as tw
 
 
@@ -105,14 +106,26 @@ def test_port_range_option_limits_connect_to_the_window() -> None:
                 s.close()
 
 
+def test_window_starts_skip_used_ports() -> None:
+    assert tw.window_starts({12, 15}, 10, 20, 3) == [16, 17, 18]
+    assert tw.window_starts(set(), 10, 12, 3) == [10]
+    assert tw.window_starts({11}, 10, 12, 2) == []
+    assert tw.window_starts({5, 99}, 10, 13, 2) == [10, 11, 12]  # ports outside the range do not matter
+
+
+@given(st.sets(st.integers(0, 60)), st.integers(1, 8))
+def test_window_starts_are_exactly_the_free_windows(used: set[int], size: int) -> None:
+    expected = [p for p in range(10, 51 - size + 1) if not used.intersection(range(p, p + size))]
+    assert tw.window_starts(used, 10, 50, size) == expected
+
+
 def test_free_port_window_avoids_ports_in_use() -> None:
     with socket.socket() as used:
         used.bind(("127.0.0.1", 0))
         used.listen()
-        port = used.getsockname()[1]
-        for _ in range(20):
-            lo, hi = tw.free_port_window(50, within=(port - 60, port + 60))
-            assert not lo <= port <= hi
+        lo, hi = tw.free_port_window(3)
+        taken = {e.local[1] for e in socket_table()}
+        assert hi - lo == 2 and not taken.intersection(range(lo, hi + 1))
     with pytest.raises(ValueError, match="holds fewer than 10 ports"):
         tw.free_port_window(10, within=(40000, 40004))
 

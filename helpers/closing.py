@@ -25,9 +25,7 @@ look at it, so the lesson needs ways to catch the states in between:
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import ipaddress
 import signal
 import socket
 import struct
@@ -39,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
-from .observe import SocketEntry, SocketTable, TcpState, TimerKind, socket_table, tcp_info
+from .observe import SocketEntry, SocketTable, TcpState, socket_table, tcp_info
 
 __all__ = [
     "connected_pair",
@@ -180,72 +178,14 @@ def wait_for_inq(sock: socket.socket, nbytes: int, *, timeout_s: float = 2.0) ->
     return inq
 
 
-# NETLINK_SOCK_DIAG numbers, from <linux/netlink.h>, <linux/sock_diag.h>, <linux/inet_diag.h>
-_NETLINK_SOCK_DIAG = 4
-_SOCK_DIAG_BY_FAMILY = 20
-_NLMSG_ERROR = 2
-_NLM_F_REQUEST = 1
-_NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_DIAG_REQ = struct.Struct("=BBBxI")  # family, protocol, ext, states (then the sockid)
-_DIAG_MSG = struct.Struct("=BBBB")  # family, state, timer, retrans (then the sockid)
-_DIAG_TAIL = struct.Struct("=IIIII")  # expires (ms), rqueue, wqueue, uid, inode
-_NOCOOKIE = 0xFFFFFFFF
-
-
-def _sockid(local: tuple[str, int], remote: tuple[str, int]) -> bytes:
-    src = ipaddress.ip_address(local[0]).packed.ljust(16, b"\0")
-    dst = ipaddress.ip_address(remote[0]).packed.ljust(16, b"\0")
-    return struct.pack("!HH", local[1], remote[1]) + src + dst + struct.pack("=III", 0, _NOCOOKIE, _NOCOOKIE)
-
-
-def _netlink_lookup(local: tuple[str, int], remote: tuple[str, int]) -> SocketEntry | None:
-    version = ipaddress.ip_address(local[0]).version
-    family = socket.AF_INET6 if version == 6 else socket.AF_INET
-    body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + _sockid(local, remote)
-    request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0) + body
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
-        nl.sendto(request, (0, 0))
-        reply = nl.recv(8192)
-    _, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply)
-    if kind == _NLMSG_ERROR:
-        (err,) = struct.unpack_from("=i", reply, _NLMSG_HDR.size)
-        if -err == errno.ENOENT:
-            return None  # no socket with this 4-tuple
-        raise OSError(-err, f"sock_diag lookup failed: {errno.errorcode.get(-err, -err)}")
-    offset = _NLMSG_HDR.size
-    _, state, timer, retrans = _DIAG_MSG.unpack_from(reply, offset)
-    offset += _DIAG_MSG.size + 48  # skip the sockid: it echoes what we asked for
-    expires_ms, rqueue, wqueue, uid, inode = _DIAG_TAIL.unpack_from(reply, offset)
-    entry = SocketEntry(
-        state=TcpState(state),
-        local=(str(ipaddress.ip_address(local[0])), local[1]),
-        remote=(str(ipaddress.ip_address(remote[0])), remote[1]),
-        send_q=wqueue,
-        recv_q=rqueue,
-        timer=TimerKind(timer) if timer <= 4 else TimerKind.NONE,
-        timer_s=expires_ms / 1000,
-        retransmits=retrans,
-        uid=uid,
-        inode=inode,
-    )
-    # An exact lookup falls back to a listener on the local port; that is not this 4-tuple.
-    return None if entry.state is TcpState.LISTEN else entry
-
-
 def lookup(local: tuple[str, int], remote: tuple[str, int]) -> SocketTable:
     """The socket-table row of one 4-tuple (local, remote), as a SocketTable of 0 or 1 rows.
 
-    Asks the kernel for that connection alone (NETLINK_SOCK_DIAG, as ``ss`` does), which
-    stays fast however many sockets the machine has; if netlink is not allowed here, it
-    filters the full /proc/net/tcp table instead.
+    observe.socket_table asks the kernel for that connection alone (NETLINK_SOCK_DIAG, as
+    ``ss`` does) when given the whole 4-tuple, so this stays fast however many sockets the
+    machine has.
     """
-    try:
-        entry = _netlink_lookup(local, remote)
-    except OSError as exc:
-        if isinstance(exc, PermissionError) or exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT):
-            return SocketTable(e for e in socket_table(local=local, remote=remote) if e.state is not TcpState.LISTEN)
-        raise
-    return SocketTable([] if entry is None else [entry])
+    return SocketTable(e for e in socket_table(local=local, remote=remote) if e.state is not TcpState.LISTEN)
 
 
 def both_ends(sock: socket.socket) -> SocketTable:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import errno
 import ipaddress
 import os
 import socket
@@ -339,6 +340,59 @@ def parse_proc_tcp(text: str) -> Iterator[SocketEntry]:
         )
 
 
+# NETLINK_SOCK_DIAG numbers, from <linux/netlink.h>, <linux/sock_diag.h>, <linux/inet_diag.h>
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST = 1
+_NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_DIAG_REQ = struct.Struct("=BBBxI")  # family, protocol, ext, states (then the sockid)
+_DIAG_MSG = struct.Struct("=BBBB")  # family, state, timer, retrans (then the sockid)
+_DIAG_TAIL = struct.Struct("=IIIII")  # expires (ms), rqueue, wqueue, uid, inode
+_NOCOOKIE = 0xFFFFFFFF
+
+
+def _sockid(local: tuple[str, int], remote: tuple[str, int]) -> bytes:
+    src = ipaddress.ip_address(local[0]).packed.ljust(16, b"\0")
+    dst = ipaddress.ip_address(remote[0]).packed.ljust(16, b"\0")
+    return struct.pack("!HH", local[1], remote[1]) + src + dst + struct.pack("=III", 0, _NOCOOKIE, _NOCOOKIE)
+
+
+def _sock_diag_lookup(local: Address, remote: Address) -> SocketEntry | None:
+    """Ask the kernel for the one TCP socket with this 4-tuple (None if there is none)."""
+    version = ipaddress.ip_address(local[0]).version
+    family = socket.AF_INET6 if version == 6 else socket.AF_INET
+    body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + _sockid(local, remote)
+    request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
+        nl.sendto(request, (0, 0))
+        reply = nl.recv(8192)
+    _, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply)
+    if kind == _NLMSG_ERROR:
+        (err,) = struct.unpack_from("=i", reply, _NLMSG_HDR.size)
+        if -err == errno.ENOENT:
+            return None  # no socket with this 4-tuple
+        raise OSError(-err, f"sock_diag lookup failed: {errno.errorcode.get(-err, -err)}")
+    offset = _NLMSG_HDR.size
+    _, state, timer, retrans = _DIAG_MSG.unpack_from(reply, offset)
+    offset += _DIAG_MSG.size + 48  # skip the sockid: it echoes what we asked for
+    expires_ms, rqueue, wqueue, uid, inode = _DIAG_TAIL.unpack_from(reply, offset)
+    entry = SocketEntry(
+        state=TcpState(state),
+        local=(str(ipaddress.ip_address(local[0])), local[1]),
+        remote=(str(ipaddress.ip_address(remote[0])), remote[1]),
+        send_q=wqueue,
+        recv_q=rqueue,
+        timer=TimerKind(timer) if timer <= 4 else TimerKind.NONE,
+        timer_s=expires_ms / 1000,
+        retransmits=retrans,
+        uid=uid,
+        inode=inode,
+    )
+    # An exact lookup falls back to a listener on the local port; that is not this 4-tuple.
+    return None if entry.state is TcpState.LISTEN else entry
+
+
 def _check_addr(name: str, addr: Address | None) -> Address | None:
     if addr is None:
         return None
@@ -360,12 +414,25 @@ def socket_table(
 
     `local` and `remote` are (host, port) pairs that must match exactly (together: the
     4-tuple); `port` matches either end; `states` keeps only those states ('TIME_WAIT', ...).
+    Given the whole 4-tuple (and no `port`), the kernel is asked for that one connection
+    over NETLINK_SOCK_DIAG, which stays fast in a namespace with many thousands of sockets;
+    otherwise /proc/net/tcp and tcp6 are read whole.
     """
     require_linux("the socket table (/proc/net/tcp)")
     local, remote = _check_addr("local", local), _check_addr("remote", remote)
     if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
         raise ValueError(f"port must be an int in 0-65535, got {port!r}")
     wanted = {TcpState.parse(s) for s in states} if states is not None else None
+    if local is not None and remote is not None and port is None:
+        # A whole 4-tuple names one connection: ask the kernel for it alone, as ``ss``
+        # does, instead of reading every socket of a possibly crowded namespace.
+        try:
+            entry = _sock_diag_lookup(local, remote)
+        except OSError as exc:
+            if not (isinstance(exc, PermissionError) or exc.errno in (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT)):
+                raise
+        else:
+            return SocketTable([entry] if entry is not None and (wanted is None or entry.state in wanted) else [])
     table = SocketTable()
     seen: set[SocketEntry] = set()
     for name in ("tcp", "tcp6"):

@@ -21,6 +21,7 @@ arithmetic. It never writes a sysctl.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 import socket
@@ -227,16 +228,21 @@ def window_starts(used: set[int], lo: int, hi: int, size: int) -> list[int]:
     return starts
 
 
-def free_port_window(size: int, *, within: tuple[int, int] | None = None) -> tuple[int, int]:
+def free_port_window(
+    size: int, *, within: tuple[int, int] | None = None, toward: tuple[str, int] | None = None
+) -> tuple[int, int]:
     """A random window of `size` consecutive ports, inside the ephemeral range, that no TCP
     socket in this network namespace uses as its local port right now: (lo, hi) inclusive.
 
     The per-socket range only narrows net.ipv4.ip_local_port_range (a range outside it is
-    ignored), so the window is taken from it. Ports other programs bound could not be lent
-    to our connect() calls; ports they only connect() from could (another destination), but
-    the window avoids them all. Every free window is considered (a crowded range, e.g. one
-    full of TIME_WAIT sockets, may have only a few), and one is picked at random, which
-    keeps two learners apart on a shared host.
+    ignored), so the window is taken from it. Every free window is considered and one is
+    picked at random, which keeps two learners apart on a shared host.
+
+    A range crowded with other programs' connections (thousands of clients in TIME_WAIT,
+    say: connect() takes even ports first, so no 10 consecutive ports may be free) can have
+    no such window. Given `toward`, the server our connects will go to, the window may then
+    include ports whose only users are connections to other destinations: the kernel lends
+    a port to connect() whenever the 4-tuple differs (unless the port was bound explicitly).
     """
     require_linux("the socket table (/proc/net/tcp)")
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1000:
@@ -247,6 +253,10 @@ def free_port_window(size: int, *, within: tuple[int, int] | None = None) -> tup
     table = socket_table()
     used = {e.local[1] for e in table}
     starts = window_starts(used, lo, hi, size)
+    if not starts and toward is not None:
+        toward = (str(ipaddress.ip_address(toward[0])), toward[1])
+        conflicting = {e.local[1] for e in table if e.remote == toward or e.remote[1] == 0}
+        starts = window_starts(conflicting, lo, hi, size)
     if not starts:
         waiting = sum(e.state is TcpState.TIME_WAIT for e in table)
         busy = sum(lo <= p <= hi for p in used)

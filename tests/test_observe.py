@@ -127,3 +127,27 @@ def test_ipv6_rows_decode(pair) -> None:
     with listener, socket.create_connection(listener.getsockname()[:2]) as c:
         rows = observe.socket_table(local=c.getsockname()[:2])
         assert rows and rows[0].local[0] == "::1"
+
+
+def test_exact_lookup_agrees_with_proc(pair) -> None:
+    _, client, server = pair
+    client.sendall(b"y" * 300)
+    time.sleep(0.02)
+    local, remote = server.getsockname(), server.getpeername()
+    (fast,) = observe.socket_table(local=local, remote=remote)  # NETLINK_SOCK_DIAG
+    (slow,) = [e for e in observe.socket_table(port=local[1]) if e.local == local and e.remote == remote]
+    assert (fast.state, fast.recv_q, fast.inode) == (slow.state, slow.recv_q, slow.inode) == (
+        TcpState.ESTABLISHED, 300, slow.inode)
+    assert observe.socket_table(local=local, remote=("127.0.0.1", 9)) == []
+    assert observe.socket_table(local=local, remote=remote, states=["LISTEN"]) == []
+
+
+def test_exact_lookup_falls_back_to_proc_without_netlink(pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A mock, because a sandbox that forbids NETLINK_SOCK_DIAG cannot be made here.
+    def refused(*_: object) -> None:
+        raise PermissionError(1, "netlink not allowed here")
+
+    _, client, _ = pair
+    monkeypatch.setattr(observe, "_sock_diag_lookup", refused)
+    rows = observe.socket_table(local=client.getsockname(), remote=client.getpeername())
+    assert rows.states() == ["ESTABLISHED"] and rows[0].local == client.getsockname()

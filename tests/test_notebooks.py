@@ -49,7 +49,7 @@ def test_runs_and_leaves_nothing_behind(path: Path) -> None:
     run = run_notebook(path)
     allowed = nbformat.read(path, as_version=4).metadata.get("course", {}).get("allow_non_loopback_bind", False)
     times = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-    times[path.stem] = round(run.seconds, 1)
+    times[path.stem] = {"seconds": round(run.seconds, 1), "peak_rss_mb": round(run.peak_rss_mb)}
     TIMINGS.parent.mkdir(parents=True, exist_ok=True)
     TIMINGS.write_text(json.dumps(times, indent=1, sort_keys=True))
     left = {k: v for k, v in run.leftovers.items() if v}
@@ -59,4 +59,4 @@ def test_runs_and_leaves_nothing_behind(path: Path) -> None:
             f"{path.name} bound outside loopback: {run.non_loopback_binds}; bind 127.0.0.1 or ::1, "
             "or set metadata.course.allow_non_loopback_bind in a lesson about binding"
         )
-    print(f"{path.name}: {run.seconds:.1f} s (budget {BUDGET_S} s)")
+    print(f"{path.name}: {run.seconds:.1f} s (budget {BUDGET_S} s), kernel peak RSS {run.peak_rss_mb:.0f} MB")

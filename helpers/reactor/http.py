@@ -1,0 +1,337 @@
+"""HTTP/1.1 for a server, without I/O: bytes in, requests out; a response in, bytes out.
+
+Theory of operation. This module never touches a socket (it is "sans-IO", as h11 is), so
+the same code serves the reactor (``helpers.reactor.httpserver``), the asyncio server
+(``helpers.reactor.aio``) and a test that feeds one byte at a time. Three layers:
+
+* ``RequestParser`` turns a byte stream into ``Request`` objects (RFC 9112): a request line
+  ``METHOD SP target SP HTTP/1.x CRLF``, header lines ``name: value CRLF``, an empty line,
+  then a body of exactly ``Content-Length`` bytes. ``maybe_request()`` returns None while
+  it needs more bytes, so pipelined requests (several in one recv()) come out one by one
+  and a request split over many recv() calls comes out once it is whole.
+* ``render_response()`` writes the answer, always with ``Content-Length``: the client
+  never has to wait for a close to know where a body ends (the original course's C server
+  answered 404 with ``Connection: close`` and no length).
+* ``ServerSession`` is one connection's conversation: ``receive(data)`` parses every
+  complete request, asks the ``Router`` for each answer and returns the bytes to send and
+  whether to close afterwards. Keep-alive is the default in HTTP/1.1 unless the client
+  says ``Connection: close``; HTTP/1.0 closes unless the client says ``keep-alive``.
+
+Limits make it safe against a hostile peer, each answered with its own status:
+
+* a request head (request line + headers) longer than ``max_head_bytes`` -> 431, as soon
+  as that many bytes arrived without the empty line, not when it finally comes;
+* a ``Content-Length`` above ``max_body_bytes`` -> 413, before any body byte is stored;
+* anything malformed (a bad request line, a header without a colon, a bad or duplicate
+  Content-Length, bare-LF line ends) -> 400; ``Transfer-Encoding`` (chunked bodies) -> 501
+  (RFC 9112 section 6.1: a server that does not understand a transfer coding answers 501);
+  an HTTP version other than 1.0 or 1.1 -> 505.
+
+After an error the session answers once with ``Connection: close`` and ignores the rest:
+after a framing error nobody knows where the next request would begin. An idle timeout
+(slowloris defence) needs a clock, so it lives in the I/O layers, not here.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.utils import formatdate
+
+__all__ = [
+    "DEFAULT_MAX_HEAD_BYTES",
+    "DEFAULT_MAX_BODY_BYTES",
+    "HttpError",
+    "Request",
+    "Response",
+    "RequestParser",
+    "render_response",
+    "Router",
+    "ServerSession",
+    "demo_router",
+]
+
+#: Longest request head accepted: 8 KiB. Precedents: nginx's large_client_header_buffers
+#: is 8 KiB per line, Apache's LimitRequestFieldSize 8190 bytes, h11's whole head 16 KiB.
+DEFAULT_MAX_HEAD_BYTES = 8 * 1024
+#: Largest request body accepted: 1 MiB (nginx's client_max_body_size default is 1 MiB).
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+
+REASONS = {
+    200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+
+# RFC 9112 section 3: request-line = method SP request-target SP HTTP-version
+_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
+# RFC 9110 section 5: field-name is a token; the value has no CR, LF or NUL (OWS trimmed).
+_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00\r\n]*?)[ \t]*")
+
+
+class HttpError(Exception):
+    """The peer sent something we refuse; ``status`` is the answer to give (400, 413, ...)."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(f"{status} {REASONS.get(status, '')}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed request. Header names are lower-cased bytes; ``version`` is '1.0' or '1.1'."""
+
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    keep_alive: bool = True
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        """The first value of header `name` (case-insensitive), decoded as latin-1."""
+        key = name.lower().encode("latin-1")
+        for k, v in self.headers:
+            if k == key:
+                return v.decode("latin-1")
+        return default
+
+
+@dataclass(slots=True)
+class Response:
+    """What a route returns: a status, a body and extra headers (Content-Length is added)."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class RequestParser:
+    """Feed bytes with ``feed()``; take complete requests with ``maybe_request()``.
+
+    ``maybe_request()`` returns a Request, or None when it needs more bytes; it raises
+    HttpError when the bytes cannot be a valid request or break a limit. Bytes after a
+    complete request stay buffered for the next call (pipelining). ``buffered`` is how many
+    bytes wait; they are at most one incomplete request of ``max_head_bytes`` +
+    ``max_body_bytes``, plus complete ones not yet taken.
+    """
+
+    def __init__(self, *, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+        for name, value in (("max_head_bytes", max_head_bytes), ("max_body_bytes", max_body_bytes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        self.max_head_bytes = max_head_bytes
+        self.max_body_bytes = max_body_bytes
+        self._buf = bytearray()
+        self._scanned = 0  # bytes already searched for the end of the head (slowloris: no rescans)
+        self._head: Request | None = None  # a parsed head waiting for its body
+        self._body_len = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as part of a request."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes that arrived from the peer."""
+        self._buf += data
+
+    def maybe_request(self) -> Request | None:
+        """The next complete request, or None if more bytes are needed."""
+        buf = self._buf
+        if self._head is None:
+            end = buf.find(b"\r\n\r\n", self._scanned)
+            if end < 0:
+                if b"\n\n" in buf or b"\n\r\n" in buf:
+                    raise HttpError(400, "line ends must be CRLF (bare LF found)")
+                if len(buf) > self.max_head_bytes:
+                    raise HttpError(431, f"request head over {self.max_head_bytes} bytes without its end")
+                self._scanned = max(0, len(buf) - 3)
+                return None
+            if end > self.max_head_bytes:
+                raise HttpError(431, f"request head of {end} bytes, limit {self.max_head_bytes}")
+            head = bytes(buf[:end])
+            del buf[: end + 4]
+            self._scanned = 0
+            self._head, self._body_len = self._parse_head(head)
+        if len(buf) < self._body_len:
+            return None
+        request, self._head = self._head, None
+        if self._body_len:
+            request.body = bytes(buf[: self._body_len])
+            del buf[: self._body_len]
+            self._body_len = 0
+        return request
+
+    def _parse_head(self, head: bytes) -> tuple[Request, int]:
+        lines = head.split(b"\r\n")  # a bare LF left inside a line fails both regexes: 400
+        m = _REQUEST_LINE.fullmatch(lines[0])
+        if m is None:
+            raise HttpError(400, f"malformed request line {lines[0][:60]!r}")
+        method, target, major, minor = m.groups()
+        if (major, minor) not in ((b"1", b"1"), (b"1", b"0")):
+            raise HttpError(505, f"HTTP/{major.decode()}.{minor.decode()} is not spoken here")
+        version = "1.1" if minor == b"1" else "1.0"
+        headers: list[tuple[bytes, bytes]] = []
+        length: int | None = None
+        connection = b""
+        for line in lines[1:]:
+            h = _HEADER.fullmatch(line)
+            if h is None:
+                raise HttpError(400, f"malformed header line {line[:60]!r}")
+            name, value = h.group(1).lower(), h.group(2)
+            headers.append((name, value))
+            if name == b"content-length":
+                if not value.isdigit() or len(value) > 18:
+                    raise HttpError(400, f"Content-Length must be a decimal number, got {value[:30]!r}")
+                if length is not None and int(value) != length:
+                    raise HttpError(400, "two different Content-Length headers")
+                length = int(value)
+            elif name == b"transfer-encoding":
+                raise HttpError(501, "Transfer-Encoding (e.g. chunked) is not supported; send Content-Length")
+            elif name == b"connection":
+                connection += b"," + value.lower()
+        length = length or 0
+        if length > self.max_body_bytes:
+            raise HttpError(413, f"body of {length} bytes, limit {self.max_body_bytes}")
+        if connection:
+            tokens = {t.strip() for t in connection.split(b",")}
+            keep_alive = b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
+        else:
+            keep_alive = version == "1.1"
+        request = Request(method.decode("ascii"), target.decode("latin-1"), version, headers,
+                          keep_alive=keep_alive)
+        return request, length
+
+
+_date_cache = [0, ""]
+
+
+def _http_date() -> str:
+    """The Date header value (RFC 9110 section 6.6.1), recomputed at most once a second."""
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+    return _date_cache[1]
+
+
+def render_response(response: Response, *, keep_alive: bool, head_only: bool = False,
+                    version: str = "1.1") -> bytes:
+    """The bytes of `response`: status line, headers with Content-Length and Date, body.
+
+    ``keep_alive=False`` adds ``Connection: close``; for HTTP/1.0 a kept connection says
+    ``Connection: keep-alive``. ``head_only`` (a HEAD request) sends the length, not the body.
+    """
+    status = response.status
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
+             f"Content-Length: {len(response.body)}\r\nDate: {_http_date()}\r\n"]
+    for name, value in response.headers:
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            raise ValueError(f"header {name!r} contains CR or LF (header injection)")
+        lines.append(f"{name}: {value}\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    elif version == "1.0":
+        lines.append("Connection: keep-alive\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode("latin-1")
+    return head if head_only else head + response.body
+
+
+Handler = Callable[[Request], Response]
+
+
+class Router:
+    """Exact-path routing: ``router.add('GET', '/', handler)``; unknown paths answer 404,
+    known paths with another method 405 (with an Allow header), each with a length."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, dict[str, Handler]] = {}
+
+    def add(self, method: str, path: str, handler: Handler) -> None:
+        """Route `method` (e.g. 'GET') on `path` (e.g. '/hello', no query string) to `handler`."""
+        if not path.startswith("/"):
+            raise ValueError(f"a path starts with '/', got {path!r}")
+        self.routes.setdefault(path, {})[method.upper()] = handler
+
+    def route(self, request: Request) -> Response:
+        """The handler's response for `request`, or a 404/405 response."""
+        path = request.target.split("?", 1)[0]
+        methods = self.routes.get(path)
+        if methods is None:
+            return Response(404, b"not found\n", [("Content-Type", "text/plain")])
+        handler = methods.get("GET" if request.method == "HEAD" else request.method)
+        if handler is None:
+            return Response(405, b"method not allowed\n", [("Allow", ", ".join(sorted(methods)))])
+        return handler(request)
+
+
+HELLO = b"Hello, world!\n"
+
+
+def demo_router() -> Router:
+    """The routes the lesson and the benchmark use: GET / (hello), POST /echo (the body back)."""
+    router = Router()
+    router.add("GET", "/", lambda req: Response(200, HELLO, [("Content-Type", "text/plain")]))
+    router.add("POST", "/echo", lambda req: Response(200, req.body, [("Content-Type", "application/octet-stream")]))
+    return router
+
+
+class ServerSession:
+    """One connection's HTTP conversation, without I/O.
+
+    ``receive(data)`` returns ``(out, close)``: the bytes to send (answers to every complete
+    request in `data`, in order) and whether to close the connection once they are sent.
+    ``receive(b"")`` means the peer closed its side. ``requests`` counts answered requests.
+    A route that raises is answered with 500 (the exception is kept in ``errors``); this
+    method never raises.
+    """
+
+    def __init__(self, router: Router, *, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+        self.router = router
+        self.parser = RequestParser(max_head_bytes=max_head_bytes, max_body_bytes=max_body_bytes)
+        self.requests = 0
+        self.closing = False
+        self.errors: list[BaseException] = []
+
+    def receive(self, data: bytes | bytearray | memoryview) -> tuple[bytes, bool]:
+        """Feed bytes from the peer; return (bytes to send, close after sending)."""
+        if self.closing:
+            return b"", True
+        if not data:  # EOF: answer nothing more; a half-sent request is dropped
+            self.closing = True
+            return b"", True
+        parser = self.parser
+        parser.feed(data)
+        out: list[bytes] = []
+        while True:
+            try:
+                request = parser.maybe_request()
+            except HttpError as exc:
+                body = f"{exc.detail}\n".encode("latin-1", "replace")
+                out.append(render_response(Response(exc.status, body, [("Content-Type", "text/plain")]),
+                                           keep_alive=False))
+                self.closing = True
+                break
+            if request is None:
+                break
+            try:
+                response = self.router.route(request)
+            except Exception as exc:  # noqa: BLE001 - a bug in a route must not kill the server
+                self.errors.append(exc)
+                response = Response(500, b"internal server error\n")
+            self.requests += 1
+            out.append(render_response(response, keep_alive=request.keep_alive,
+                                       head_only=request.method == "HEAD", version=request.version))
+            if not request.keep_alive:
+                self.closing = True
+                break
+            if not parser.buffered:  # the usual case: one request per read, nothing left
+                break
+        return b"".join(out) if len(out) != 1 else out[0], self.closing

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .servers import THREAD_PREFIX, ServerError, family_for, register, unregister
+from .servers import THREAD_PREFIX, ServerError, listening_socket, register, unregister
 
 __all__ = [
     "SERVICES",
@@ -194,16 +194,8 @@ class AsyncioServer:
         self._stopped = False
         self._server: asyncio.AbstractServer | None = None
         self._ready = threading.Event()
-        sock = socket.socket(family_for(host), socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(backlog)
-            sock.setblocking(False)
-            self._address = sock.getsockname()[:2]
-        except BaseException:
-            sock.close()
-            raise
+        sock = listening_socket(host, port, backlog=backlog)
+        self._address = sock.getsockname()[:2]
         self.sock = sock
         self.name = f"asyncio-{service}:{self._address[1]}"
         self.loop = asyncio.new_event_loop()

@@ -45,6 +45,7 @@ __all__ = [
     "UnixStreamServer",
     "ProcessServer",
     "family_for",
+    "listening_socket",
     "live_servers",
     "register",
     "stop_all",
@@ -120,6 +121,34 @@ def family_for(host: str) -> socket.AddressFamily:
 
 
 _family_for = family_for  # older name, kept while helpers modules move to family_for
+
+
+def listening_socket(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    backlog: int = 128,
+    reuse_addr: bool = True,
+    reuse_port: bool = False,
+) -> socket.socket:
+    """A non-blocking TCP socket bound to (host, port) and listening; closed again if
+    bind() or listen() fails (the rollback socketserver.TCPServer does too)."""
+    _check_port(port)
+    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
+        raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
+    sock = socket.socket(family_for(host), socket.SOCK_STREAM)
+    try:
+        if reuse_addr:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _BackgroundServer:
@@ -318,20 +347,8 @@ class TCPServer(_StreamServer):
         accept: bool = True,
         reuse_addr: bool = True,
     ):
-        _check_port(port)
-        if not isinstance(backlog, int) or backlog < 0:
-            raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
-        sock = socket.socket(family_for(host), socket.SOCK_STREAM)
-        try:
-            if reuse_addr:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(backlog)
-            sock.setblocking(False)
-            self._address = sock.getsockname()[:2]
-        except BaseException:
-            sock.close()
-            raise
+        sock = listening_socket(host, port, backlog=backlog, reuse_addr=reuse_addr)
+        self._address = sock.getsockname()[:2]
         super().__init__(sock, handler, accept=accept, name=f"tcp:{self._address[1]}")
 
 

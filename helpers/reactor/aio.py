@@ -100,7 +100,7 @@ class AsyncioHttpServer:
         self.timeouts = 0
         self.transports: set[Any] = set()
         self.errors: list[BaseException] = []
-        self.listener = listening_socket(host, port)
+        self.listener = listening_socket(host, port, backlog=1024)
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self.name = f"{self.kind}:{self.address[1]}"
         self.loop = asyncio.new_event_loop()

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import servers as _servers
-from ..servers import THREAD_PREFIX, ServerError
+from ..servers import THREAD_PREFIX, ServerError, listening_socket
 from .acceptor import Acceptor
 from .connection import StreamProtocol, TcpConnection
 from .dispatcher import DEFAULT_BACKEND
@@ -34,24 +34,6 @@ from .loop import EventLoop
 from .threads import EventLoopThreadPool
 
 __all__ = ["TcpServer", "listening_socket"]
-
-
-def listening_socket(host: str = "127.0.0.1", port: int = 0, *, backlog: int = 1024,
-                     reuse_port: bool = False) -> socket.socket:
-    """A non-blocking listening TCP socket; closed again if bind() or listen() fails."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class TcpServer:

@@ -7,6 +7,8 @@ import os
 import re
 import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -151,24 +153,40 @@ def test_acceptor_pauses_on_emfile_instead_of_spinning():
     client.close()
 
 
+# The clients of the EMFILE test live in another process, so that once this process has no
+# fd left, only the server's accept() is short of one.
+_EMFILE_CLIENTS = """
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+sys.stdin.readline()                                   # wait for "go"
+held = [socket.create_connection((host, port), timeout=5) for _ in range(3)]
+print("connected", flush=True)
+sys.stdin.readline()                                   # hold them until told
+"""
+
+
 def test_acceptor_survives_real_emfile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with HttpServer(threads=0) as srv:
-        held = []
+        child = subprocess.Popen([sys.executable, "-c", _EMFILE_CLIENTS, *map(str, srv.address)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 2, hard))
-            for _ in range(3):  # the server cannot accept these: no fd left
-                try:
-                    held.append(socket.create_connection(srv.address, timeout=2))
-                except OSError:
-                    break
-            deadline = time.monotonic() + 2
-            while srv.acceptor.paused == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            open_fds = {int(n) for n in os.listdir("/proc/self/fd")}
+            lowest_free = min(set(range(len(open_fds) + 1)) - open_fds)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no fd left for accept()
+            try:
+                child.stdin.write(b"go\n")
+                child.stdin.flush()
+                assert child.stdout.readline() == b"connected\n"
+                deadline = time.monotonic() + 2
+                while srv.acceptor.paused == 0 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         finally:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-            for s in held:
-                s.close()
+            child.stdin.close()
+            child.stdout.close()
+            child.wait(5)
         assert srv.acceptor.paused >= 1
         c = http.client.HTTPConnection(*srv.address, timeout=5)  # after the pause: served again
         assert get(c)[0] == 200

@@ -167,17 +167,17 @@ class EventLoop:
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run fn(*args) in the loop's thread soon; callable from any thread. Wakes the loop."""
-        with self._lock:
+        with self._lock:  # held while sending too, so close() cannot close _wake_w in between
             if self._closed:
                 raise RuntimeError(f"event loop {self.name} is closed; cannot queue {fn!r}")
             self._pending.append((fn, args))
             if self._woken:
                 return
             self._woken = True
-        try:
-            self._wake_w.send(b"\0")
-        except BlockingIOError:  # the socket buffer is full of wake-up bytes: awake anyway
-            pass
+            try:
+                self._wake_w.send(b"\0")  # non-blocking: never waits under the lock
+            except BlockingIOError:  # the socket buffer is full of wake-up bytes: awake anyway
+                pass
 
     def _drain_wakeups(self) -> None:
         try:
@@ -241,9 +241,9 @@ class EventLoop:
             if self._closed:
                 return
             self._closed = True
+            self._wake_w.close()
         self.dispatcher.close()
         self._wake_r.close()
-        self._wake_w.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "stopping" if self._stopping else "open"

@@ -348,12 +348,16 @@ class ThreadPerConnection(_InProcessModel):
             while not self._stopping.is_set():
                 sel.select()
                 for conn in self._accept_ready():
-                    conn.setblocking(True)
-                    with self._lock:
-                        self._conns.add(conn)
-                    if self._stopping.is_set():  # stop() may have missed it: unblock it here
-                        conn.shutdown(socket.SHUT_RDWR)
-                    self._thread(self._serve, f"conn{self.accepted}", conn)
+                    self._take(conn)
+
+    def _take(self, conn: socket.socket) -> None:
+        """Give one accepted connection a thread of its own."""
+        conn.setblocking(True)
+        with self._lock:
+            self._conns.add(conn)
+        if self._stopping.is_set():  # stop() may have missed it: unblock it here
+            conn.shutdown(socket.SHUT_RDWR)
+        self._thread(self._serve, f"conn{self.accepted}", conn)
 
     def serving(self) -> int:
         """Connections with a live thread of their own (thread creation takes time)."""
@@ -402,20 +406,15 @@ class ThreadPool(ThreadPerConnection):
             self._thread(self._worker, f"worker{i}")
         self._thread(self._accept_loop, "acceptor")
 
-    def _accept_loop(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.listener, selectors.EVENT_READ)
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                sel.select()
-                for conn in self._accept_ready():
-                    if self._stopping.is_set():
-                        conn.close()
-                        continue
-                    conn.setblocking(True)
-                    with self._lock:
-                        self._conns.add(conn)
-                    self.queue.put(conn)
+    def _take(self, conn: socket.socket) -> None:
+        """Queue one accepted connection for the next free worker."""
+        if self._stopping.is_set():
+            conn.close()
+            return
+        conn.setblocking(True)
+        with self._lock:
+            self._conns.add(conn)
+        self.queue.put(conn)
 
     def _worker(self) -> None:
         while (conn := self.queue.get()) is not None:

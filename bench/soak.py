@@ -1,10 +1,12 @@
-"""Soak the course: run every lesson notebook N times in a row, then the same with several
-complete runs at once, and print a table of failures, run times and peak memory per
-notebook. Not part of the default test run: it takes minutes.
+"""Soak the course: run every lesson notebook and every lab's solution N times in a row, then
+the same with several complete runs at once, and print a table of failures, run times and
+peak memory per notebook. Not part of the default test run: it takes minutes.
 
     .venv/bin/python bench/soak.py                 # 10 sequential rounds, then 3 rounds x 2 at once
     .venv/bin/python bench/soak.py --rounds 3 --parallel 2 --parallel-rounds 1 -k 02 -k 07
 
+A lab runs as its instructor source (``labs/NN-*.ipynb``): the solutions with the visible
+and hidden tests, top to bottom, which is what grading a perfect submission executes.
 Each run is the one the tests use (tests/notebook_runner.py): a fresh kernel, the notebook
 top to bottom, then the leak check (threads, servers, sockets, child processes, binds
 outside loopback). A failure is any exception or any leftover; its first line is listed.
@@ -21,6 +23,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import nbformat
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -34,10 +38,18 @@ def one_run(path: Path) -> tuple[str, float, float, str | None]:
         run = run_notebook(path, timeout_s=180)
     except Exception as exc:  # noqa: BLE001 - a soak records failures, it does not stop on them
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return path.stem, time.monotonic() - started, 0.0, last[:160]
+        return _name(path), time.monotonic() - started, 0.0, last[:160]
     left = {k: v for k, v in run.leftovers.items() if v}
     problem = f"left behind: {left}" if left else None
-    return path.stem, run.seconds, run.peak_rss_mb, problem
+    allowed = nbformat.read(path, as_version=4).metadata.get("course", {}).get("allow_non_loopback_bind", False)
+    if run.non_loopback_binds and not allowed:
+        problem = f"bound outside loopback: {run.non_loopback_binds}"
+    return _name(path), run.seconds, run.peak_rss_mb, problem
+
+
+def _name(path: Path) -> str:
+    """The row label: the lesson's stem, or 'lab ' + the lab's stem."""
+    return f"lab {path.stem}" if path.parent.name == "labs" else path.stem
 
 
 def suite(notebooks: list[Path]) -> list[tuple[str, float, float, str | None]]:
@@ -50,6 +62,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10, help="sequential complete runs (default 10)")
     parser.add_argument("--parallel", type=int, default=2, help="complete runs at once (default 2)")
     parser.add_argument("--parallel-rounds", type=int, default=3, help="rounds of parallel runs (default 3)")
+    parser.add_argument("--no-labs", action="store_true", help="lessons only, without the lab solutions")
     parser.add_argument("-k", action="append", default=[], help="only notebooks whose name contains this")
     args = parser.parse_args()
     for name in ("rounds", "parallel", "parallel_rounds"):
@@ -57,8 +70,10 @@ def main() -> int:
             parser.error(f"--{name.replace('_', '-')} must be >= 0")
 
     notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]-*.ipynb"))
+    if not args.no_labs:
+        notebooks += sorted((ROOT / "labs").glob("[0-9][0-9]-*.ipynb"))
     if args.k:
-        notebooks = [p for p in notebooks if any(k in p.name for k in args.k)]
+        notebooks = [p for p in notebooks if any(k in _name(p) for k in args.k)]
     if not notebooks:
         parser.error("no notebook matches")
 
@@ -80,7 +95,7 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     total_failures = 0
-    for stem in (p.stem for p in notebooks):
+    for stem in (_name(p) for p in notebooks):
         cell = results[stem]
         seq, par = cell["sequential_s"], cell["parallel_s"]
         fails = len(cell["failures"])

@@ -16,7 +16,9 @@ The protocol is lines of UTF-8 text ending in LF (CRLF accepted), framed by
 * any other line is broadcast to everyone else as ``name: text``;
 * ``receive(who, b"")`` means recv() returned b"": the member left (end of stream); the
   others hear "* name left". A line longer than ``max_line_size`` closes that member with
-  a reason (the peer broke the protocol), and the others hear why.
+  a reason (the peer broke the protocol), and the others hear why; the complete lines
+  before it are still acted on, so the outcome does not depend on how TCP split the bytes.
+* bytes that are not UTF-8 are replaced (U+FFFD), not fatal.
 
 Lines from the server start with ``* ``; relayed messages start with the sender's name.
 """
@@ -36,6 +38,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
 #: Longest chat line accepted, in bytes without the terminator: a chat line is a sentence,
 #: and a small bound keeps one member from making the server buffer much on its behalf.
 DEFAULT_MAX_LINE_SIZE = 1024
+#: The most a room accepts as max_line_size: 1 MiB is already far more than a sentence.
+MAX_LINE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class ChatRoom:
     """
 
     def __init__(self, max_line_size: int = DEFAULT_MAX_LINE_SIZE):
+        if isinstance(max_line_size, bool) or not isinstance(max_line_size, int) or not 1 <= max_line_size <= MAX_LINE:
+            raise ValueError(f"max_line_size must be an int in 1..{MAX_LINE} (bytes a line), got {max_line_size!r}")
         self.max_line_size = max_line_size
         self._names: dict[Hashable, str] = {}
         self._decoders: dict[Hashable, LineDecoder] = {}
@@ -105,16 +111,26 @@ class ChatRoom:
         longer than ``max_line_size`` ends in ``Close(who, ...)``.
         """
         self._known(who)
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"receive() needs the bytes recv() returned, got {type(data).__name__}: {data!r:.60}")
         if not data:
             return self.leave(who, "left")
         decoder = self._decoders[who]
         actions: list[Action] = []
         try:
             decoder.feed(data)
+        except RemoteProtocolError as exc:
+            error: RemoteProtocolError | None = exc
+        else:
+            error = None
+        try:  # after an error the decoder still hands out the lines complete before it
             while (raw := decoder.maybe_next_line()) is not None:
                 actions += self._on_line(who, raw.decode("utf-8", errors="replace"))
         except RemoteProtocolError as exc:
-            actions += [Send(who, _line(f"* {exc}; closing")), *self.leave(who, "sent a line that is too long")]
+            error = exc
+        if error is not None:  # the same words however the bytes were split (error.value is "at least")
+            refusal = f"* you sent a line over the limit of {self.max_line_size} bytes; closing"
+            actions += [Send(who, _line(refusal)), *self.leave(who, "sent a line that is too long")]
         return actions
 
     def _on_line(self, who: Hashable, text: str) -> list[Action]:

@@ -23,6 +23,10 @@ Both decoders are bounded, which is what makes them safe against a hostile peer:
   yet, plus one incomplete message of at most ``HEADER.size + max_message_size`` bytes
   (or one line of ``max_line_size + 1``). The socket functions below never read past the
   message they return, so they never leave complete messages behind.
+* The result does not depend on how the bytes were split: messages (or lines) that were
+  complete before the offending header (or line) can still be taken out after the
+  ``feed()`` that raised, and only then does the decoder raise again. The offending bytes
+  and everything after them are dropped at once, so a refused peer costs no memory.
 
 A ``maybe_`` method returns None when it needs more bytes. Errors say who is at fault:
 ``RemoteProtocolError`` (the peer sent something we refuse; ``.value`` and ``.limit`` say
@@ -163,12 +167,13 @@ def encode_message(body: bytes, type: int = 1, *, max_message_size: int = MAX_U3
     _check_limit("max_message_size", max_message_size)
     if isinstance(type, bool) or not isinstance(type, int) or not 0 <= type <= MAX_U32:
         raise LocalProtocolError(f"message type must be an int in 0..{MAX_U32} (a u32), got {type!r}")
+    body = bytes(body)  # a memoryview's len() counts items, not bytes (e.g. array('I'))
     size = len(body)
     if size > max_message_size:
         raise LocalProtocolError(
             f"body of {size} bytes is over the limit of {max_message_size} bytes; split it or raise the limit"
         )
-    return HEADER.pack(size, type) + bytes(body)
+    return HEADER.pack(size, type) + body
 
 
 def encode_line(line: bytes, *, terminator: bytes = b"\r\n") -> bytes:
@@ -186,14 +191,20 @@ def _type_name(obj: object) -> str:
     return type(obj).__name__  # the builtin: only encode_message's parameter shadows it
 
 
+def _check_data(data: object) -> None:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"feed() needs the bytes recv() returned, got {_type_name(data)}: {data!r:.60}")
+
+
 class MessageDecoder:
     """Turn a stream of bytes into Messages; bounded, and never does I/O.
 
     Feed it bytes with ``feed()`` as they arrive, take messages out with
     ``maybe_next_message()`` (None: it needs more bytes), and call ``feed_eof()`` when the
     peer closes. A header whose length exceeds `max_message_size` raises
-    RemoteProtocolError inside the ``feed()`` that completed it. After any error the
-    decoder stays broken: every later call raises the same error.
+    RemoteProtocolError inside the ``feed()`` that completed it. After an error, the
+    messages that were complete before the offending header can still be taken out
+    (``maybe_next_message()``); then every call raises the same error.
     """
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE):
@@ -233,6 +244,7 @@ class MessageDecoder:
         while self._checked + HEADER.size <= len(self._buf):
             length, kind = HEADER.unpack_from(self._buf, self._checked)
             if length > self.max_message_size:
+                del self._buf[self._checked :]  # keep the complete messages before it, drop the rest
                 raise self._fail(
                     RemoteProtocolError(
                         f"peer announced a {length}-byte message (type {kind}), over the limit of "
@@ -249,6 +261,7 @@ class MessageDecoder:
         Raises RemoteProtocolError if a header completed by `data` announces a message
         over the limit, LocalProtocolError if called after feed_eof().
         """
+        _check_data(data)
         self._raise_if_broken()
         if self._eof:
             raise LocalProtocolError("feed() after feed_eof(): the peer already closed this stream")
@@ -256,13 +269,17 @@ class MessageDecoder:
         self._check_headers()
 
     def maybe_next_message(self) -> Message | None:
-        """The next complete message, or None if more bytes are needed."""
-        self._raise_if_broken()
+        """The next complete message, or None if more bytes are needed.
+
+        After an error: the messages complete before it, then the error again.
+        """
         if len(self._buf) < HEADER.size:
+            self._raise_if_broken()
             return None
         length, kind = HEADER.unpack_from(self._buf)
         end = HEADER.size + length
         if len(self._buf) < end:
+            self._raise_if_broken()
             return None
         body = bytes(self._buf[HEADER.size : end])
         del self._buf[:end]
@@ -291,6 +308,7 @@ class MessageDecoder:
             else:
                 expected = HEADER.size
                 what = f"{len(pending)} of {HEADER.size} header bytes"
+            del self._buf[len(self._buf) - len(pending) :]  # the error holds them (.partial)
             raise self._fail(
                 IncompleteReadError(
                     f"peer closed the connection in the middle of a message: got {what}",
@@ -315,7 +333,8 @@ class LineDecoder:
 
     ``maybe_next_line()`` returns a line without its terminator (None: more bytes
     needed). A line whose content is longer than `max_line_size` raises
-    RemoteProtocolError as soon as the bytes show it, newline or not.
+    RemoteProtocolError as soon as the bytes show it, newline or not; the lines complete
+    before it can still be taken out, then every call raises the same error.
     """
 
     def __init__(self, max_line_size: int = DEFAULT_MAX_LINE_SIZE):
@@ -334,7 +353,9 @@ class LineDecoder:
         if self._error is not None:
             raise self._error
 
-    def _too_long(self, seen: int) -> FramingError:
+    def _too_long(self, start: int, seen: int) -> FramingError:
+        del self._buf[start:]  # keep the complete lines before it, drop the rest
+        self._scanned = len(self._buf)
         self._error = RemoteProtocolError(
             f"peer sent a line of at least {seen} bytes without ending it, over the limit of "
             f"{self.max_line_size} bytes; refused",
@@ -345,6 +366,7 @@ class LineDecoder:
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the peer. Raises RemoteProtocolError on an over-long line."""
+        _check_data(data)
         self._raise_if_broken()
         if self._eof:
             raise LocalProtocolError("feed() after feed_eof(): the peer already closed this stream")
@@ -360,11 +382,11 @@ class LineDecoder:
             if nl < 0:
                 self._scanned = len(self._buf)
                 if len(self._buf) - start > self.max_line_size + 1:
-                    raise self._too_long(len(self._buf) - start)
+                    raise self._too_long(start, len(self._buf) - start)
                 return
             content = nl - start - (1 if nl > start and self._buf[nl - 1] == 0x0D else 0)
             if content > self.max_line_size:
-                raise self._too_long(content)
+                raise self._too_long(start, content)
             self._scanned = nl + 1
             start = nl + 1
 
@@ -373,10 +395,13 @@ class LineDecoder:
         return self._buf.rfind(b"\n", 0, self._scanned) + 1
 
     def maybe_next_line(self) -> bytes | None:
-        """The next line without its CRLF or LF, or None if more bytes are needed."""
-        self._raise_if_broken()
+        """The next line without its CRLF or LF, or None if more bytes are needed.
+
+        After an error: the lines complete before it, then the error again.
+        """
         nl = self._buf.find(b"\n", 0, self._scanned)
         if nl < 0:
+            self._raise_if_broken()
             return None
         line = bytes(self._buf[:nl])
         del self._buf[: nl + 1]
@@ -390,6 +415,8 @@ class LineDecoder:
         start = self._line_start()
         if start < len(self._buf):
             partial = bytes(self._buf[start:])
+            del self._buf[start:]  # the error holds them (.partial)
+            self._scanned = len(self._buf)
             self._error = IncompleteReadError(
                 f"peer closed the connection in the middle of a line: {len(partial)} bytes without a newline",
                 partial=partial,
@@ -405,7 +432,9 @@ class _Deadline:
     """Apply one overall deadline to a series of recv() calls, restoring the timeout after."""
 
     def __init__(self, sock: socket.socket, deadline_s: float | None):
-        if deadline_s is not None and (isinstance(deadline_s, bool) or not deadline_s > 0):
+        if deadline_s is not None and (
+            isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) or not 0 < deadline_s < 1e9
+        ):
             raise ValueError(f"deadline_s must be a number of seconds > 0, or None; got {deadline_s!r}")
         self.sock = sock
         self.deadline_s = deadline_s

@@ -16,7 +16,8 @@ from any socket, and is tested on hand-built bytes. The layouts are the RFCs':
   (RFC 1071) over the whole message, an identifier and a sequence number.
 
 Every parser raises ValueError naming the header and the lengths when the bytes are too
-short or inconsistent; nothing else escapes, whatever the input (the tests fuzz this).
+short or inconsistent; nothing else escapes, whatever the bytes (the tests fuzz this).
+Something that is not bytes at all (a str, None) is a TypeError naming the argument.
 ``relative_numbers()`` turns raw 32-bit sequence numbers into the small relative ones a
 capture tool shows (Wireshark's "relative sequence number"), per direction.
 """
@@ -82,7 +83,13 @@ class TcpFlags(enum.IntFlag):
         return ",".join(names) if names else "none"
 
 
+def _check_bytes(name: str, data: object) -> None:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{name} must be bytes (a captured frame or packet), got {type(data).__name__}: {data!r:.60}")
+
+
 def _need(what: str, data: bytes, size: int) -> None:
+    _check_bytes("data", data)
     if len(data) < size:
         raise ValueError(f"{what} needs at least {size} bytes, got {len(data)}")
 
@@ -272,6 +279,8 @@ def internet_checksum(data: bytes) -> int:
 
     A message that already holds its correct checksum sums to 0 under this function.
     """
+    _check_bytes("data", data)
+    data = bytes(data)
     if len(data) % 2:
         data = bytes(data) + b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -289,6 +298,8 @@ def build_icmp_echo(ident: int, seq: int, payload: bytes = b"", *, reply: bool =
     for name, value in (("ident", ident), ("seq", seq)):
         if not (isinstance(value, int) and 0 <= value <= 0xFFFF):
             raise ValueError(f"ICMP echo {name} must be an int in 0-65535, got {value!r}")
+    _check_bytes("payload", payload)
+    payload = bytes(payload)
     kind = ICMP_ECHO_REPLY if reply else ICMP_ECHO_REQUEST
     header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
     csum = internet_checksum(header + payload)

@@ -92,24 +92,36 @@ class DeliveryTimeout(TimeoutError):
     """send_all() ran out of time before every message was acknowledged."""
 
 
+def _check_seq(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ:
+        raise ValueError(f"{name} must be an int in 0-{MAX_SEQ} (a u32), got {value!r}")
+
+
 def encode_data(seq: int, payload: bytes) -> bytes:
     """The DATA datagram for message `seq`."""
-    if not 0 <= seq <= MAX_SEQ:
-        raise ValueError(f"seq must be in 0-{MAX_SEQ}, got {seq}")
+    _check_seq("seq", seq)
+    if not isinstance(payload, (bytes, bytearray)):
+        raise TypeError(f"payload must be bytes, got {type(payload).__name__}; encode text first, e.g. s.encode()")
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes does not fit one UDP datagram (max {MAX_PAYLOAD})")
-    return _DATA.pack(PacketType.DATA, seq) + payload
+    return _DATA.pack(PacketType.DATA, seq) + bytes(payload)
 
 
 def encode_ack(seq: int, next_expected: int) -> bytes:
     """The ACK datagram for `seq`, with the cumulative point `next_expected`."""
-    if not (0 <= seq <= MAX_SEQ and 0 <= next_expected <= MAX_SEQ):
-        raise ValueError(f"seq and next_expected must be in 0-{MAX_SEQ}, got {seq}, {next_expected}")
+    _check_seq("seq", seq)
+    _check_seq("next_expected", next_expected)
     return _ACK.pack(PacketType.ACK, seq, next_expected)
 
 
 def decode(datagram: bytes) -> Data | Ack:
-    """Parse one datagram; MalformedPacket says what is wrong with it."""
+    """Parse one datagram; MalformedPacket says what is wrong with it.
+
+    TypeError if `datagram` is not bytes at all (a str, None): a bug in the caller.
+    """
+    if not isinstance(datagram, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode() needs the bytes recvfrom() returned, got {type(datagram).__name__}")
+    datagram = bytes(datagram)
     if len(datagram) < _DATA.size:
         raise MalformedPacket(f"datagram of {len(datagram)} bytes is shorter than the {_DATA.size}-byte header")
     kind = datagram[0]

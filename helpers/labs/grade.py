@@ -18,6 +18,13 @@ the grader
 6. scores from the results file: every test of the lab gets a row, and one that never
    reported gets 0 with the reason (timeout, dead kernel, ...).
 
+The results and status files are written from inside the learner's kernel, so they are
+read as untrusted text (``read_results``, ``read_status``: pure functions): a line that is
+not JSON, of the wrong shape, for a test the lab does not have, or with points that are
+not a number in 0..max (NaN, negative, too many) scores nothing and is reported in an
+extra ``-`` row of 0/0 points; a test never gets more than its max. At most
+``MAX_RESULTS_BYTES`` of the file are read.
+
 ``-j N`` runs N workers at once (threads that each wait on a subprocess).
 """
 
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -38,15 +46,19 @@ from typing import Any
 import nbformat
 
 from .harness import DEADLINE_ENV, RESULTS_ENV
-from .source import Lab, LabError, find_labs
+from .source import Lab, LabError, Test, find_labs
 
-__all__ = ["Row", "Outcome", "grade_folder", "GRADEBOOK_FIELDS"]
+__all__ = ["Row", "Outcome", "Results", "grade_folder", "read_results", "read_status", "GRADEBOOK_FIELDS"]
 
 GRADEBOOK_FIELDS = ["student", "lab", "test", "points", "max", "error"]
 #: Characters of output a submission may print in total; enough for any honest lab.
 OUTPUT_LIMIT = 100_000
 #: Largest submission file read, in bytes: a lab notebook without outputs is ~30 kB.
 MAX_SUBMISSION_BYTES = 20 * 1024 * 1024
+#: Largest part of a results file read: an honest lab writes a few hundred bytes per cell.
+MAX_RESULTS_BYTES = 4 * 1024 * 1024
+#: Problems with the results file listed in the gradebook (the rest are counted).
+MAX_PROBLEMS_SHOWN = 5
 
 
 @dataclass
@@ -79,6 +91,96 @@ class Outcome:
     @property
     def max(self) -> float:
         return sum(r.max for r in self.rows)
+
+
+@dataclass
+class Results:
+    """What a results file says, checked: {test: (points, error)}, task events, the kernel's
+    process group, and the problems found (one line each, for the gradebook)."""
+
+    tests: dict[str, tuple[float, str]] = field(default_factory=dict)
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    kernel_pgid: int | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_results(text: str, tests: list[Test]) -> Results:
+    """Parse the JSON lines the harness wrote (untrusted: the learner's kernel wrote them).
+
+    The first report of each test counts. A test reported with points outside 0..its max,
+    or that are not a finite number, or with an error that is not text, scores 0 with the
+    reason; lines that are not JSON objects, of an unknown event, or for a test the lab does
+    not have are skipped and named in ``problems``. Never raises for any `text`.
+    """
+    out = Results()
+    maxima = {t.name: t.points for t in tests}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"results line {number}"
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            out.problems.append(f"{where} is not JSON: {line[:60]!r}")
+            continue
+        if not isinstance(event, dict):
+            out.problems.append(f"{where} is not a JSON object: {line[:60]!r}")
+            continue
+        kind = event.get("event")
+        if kind == "start":
+            pgid = event.get("pgid")
+            if isinstance(pgid, int) and not isinstance(pgid, bool) and pgid > 1 and out.kernel_pgid is None:
+                out.kernel_pgid = pgid
+            elif out.kernel_pgid is None:
+                out.problems.append(f"{where}: start event with pgid {pgid!r:.40}, not a process group id")
+        elif kind == "test":
+            name = event.get("test")
+            if not isinstance(name, str) or name not in maxima:
+                out.problems.append(f"{where}: a report for {name!r:.60}, which is not a test of this lab")
+                continue
+            if name in out.tests:
+                continue  # the first report counts
+            points, error, top = event.get("points"), event.get("error", ""), maxima[name]
+            if not isinstance(error, str):
+                error = f"the report's error is not text: {error!r:.100}"
+            if not _is_number(points) or not 0 <= points <= top:
+                problem = f"{where}: test {name} reports points={points!r:.40}, not a number in 0..{top:g}"
+                out.problems.append(problem)
+                out.tests[name] = (0.0, error or problem)
+            else:
+                out.tests[name] = (0.0 if error else float(points), error[:500])
+        elif kind in ("task", "setup"):
+            task, error = str(event.get("task", "a lab cell"))[:100], str(event.get("error", ""))[:500]
+            out.tasks.append({"task": task, "error": error})
+        else:
+            out.problems.append(f"{where}: unknown event {kind!r:.40}")
+    return out
+
+
+def read_status(text: str) -> str:
+    """The error the worker's status file records ("" if every cell finished).
+
+    Untrusted too (the kernel could overwrite it): anything but ``{"error": str}`` is
+    reported as what it is, never raised.
+    """
+    try:
+        status = json.loads(text)
+    except (ValueError, RecursionError):
+        return f"the grading worker's status file is not JSON: {text[:60]!r}"
+    if not isinstance(status, dict) or not isinstance(status.get("error", ""), str):
+        return f"the grading worker's status file has the wrong shape: {text[:60]!r}"
+    return status.get("error", "")[:500]
+
+
+def _read_text(path: Path, limit: int) -> tuple[str, bool]:
+    """At most `limit` bytes of `path` as text (bad UTF-8 replaced); and whether it was cut."""
+    with open(path, "rb") as fh:
+        raw = fh.read(limit + 1)
+    return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
 
 
 def _kill_group(pgid: int) -> None:
@@ -130,16 +232,22 @@ def _grade_one(
         return outcome
     outcome = Outcome(student, lab.id)
 
-    def fail_all(error: str, results: dict[str, dict[str, Any]] | None = None) -> None:
-        results = results or {}
+    def fail_all(error: str, results: Results | None = None) -> None:
+        results = results or Results()
         outcome.error = outcome.error or error
         outcome.rows = []
         for test in lab.tests:
-            got = results.get(test.name)
+            got = results.tests.get(test.name)
             if got is not None:
-                outcome.rows.append(Row(student, lab.id, test.name, got["points"], test.points, got["error"]))
+                points, why = got
+                outcome.rows.append(Row(student, lab.id, test.name, min(points, test.points), test.points, why))
             else:
                 outcome.rows.append(Row(student, lab.id, test.name, 0.0, test.points, error))
+        if results.problems:
+            shown = results.problems[:MAX_PROBLEMS_SHOWN]
+            more = len(results.problems) - len(shown)
+            note = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+            outcome.rows.append(Row(student, lab.id, "-", 0.0, 0.0, f"results file ignored in part: {note}"))
 
     work = out_dir / "work" / student / lab.id
     work.mkdir(parents=True, exist_ok=True)
@@ -186,34 +294,28 @@ def _grade_one(
             worker.wait()
     _kill_group(worker.pid)  # anything the worker started in its own group
 
-    results: dict[str, dict[str, Any]] = {}
-    tasks: list[dict[str, Any]] = []
-    kernel_pgid = None
+    results = Results()
     if results_path.exists():
-        for line in results_path.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "start":
-                kernel_pgid = event.get("pgid")
-            elif event.get("event") == "test":
-                results.setdefault(event["test"], event)
-            elif event.get("event") in ("task", "setup"):
-                tasks.append(event)
-    if kernel_pgid and kernel_pgid != os.getpgid(0):
-        _kill_group(kernel_pgid)  # the kernel and whatever servers the submission left running
-    status = json.loads(status_path.read_text()) if status_path.exists() else {}
+        text, cut = _read_text(results_path, MAX_RESULTS_BYTES)
+        if cut:
+            text = text[: text.rfind("\n") + 1]  # a line cut in half is not a report
+        results = read_results(text, lab.tests)
+        if cut:
+            results.problems.append(f"results file over {MAX_RESULTS_BYTES} bytes; the rest was not read")
+    tasks = results.tasks
+    if results.kernel_pgid is not None and results.kernel_pgid != os.getpgid(0):
+        _kill_group(results.kernel_pgid)  # the kernel and whatever servers the submission left running
+    status_error = read_status(_read_text(status_path, 64 * 1024)[0]) if status_path.exists() else ""
     if timed_out:
         reason = f"not run: the submission was stopped after {submission_timeout_s:g} s"
-    elif status.get("error"):
-        reason = f"not run: {status['error']}"
+    elif status_error:
+        reason = f"not run: {status_error}"
     elif worker.returncode != 0:
         reason = f"not run: the grading worker exited with code {worker.returncode}"
     else:
         reason = "not run (the test cell did not report)"
     fail_all(reason, results)
-    if timed_out or status.get("error") or worker.returncode != 0 or len(results) < len(lab.tests):
+    if timed_out or status_error or worker.returncode != 0 or len(results.tests) < len(lab.tests):
         outcome.error = reason
     else:
         outcome.error = ""

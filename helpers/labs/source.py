@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +201,8 @@ class Lab:
         Returns the full set (defaults filled in). Raises LabError naming the parameter,
         the value and what is allowed.
         """
+        if not isinstance(given, dict):
+            raise LabError(f"{self.id}: the parameters must be a mapping of name to value, got {given!r:.100}")
         defaults = self.parameter_defaults
         ranges = self.meta.get("parameters", {})
         values = dict(defaults)
@@ -213,8 +216,10 @@ class Lab:
                 raise LabError(
                     f"{self.id}: parameter {name} must be {kind.__name__} (default {defaults[name]!r}), got {value!r}"
                 )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise LabError(f"{self.id}: parameter {name} must be a finite number, got {value!r}")
             limits = ranges.get(name, {})
-            if "min" in limits and value < limits["min"] or "max" in limits and value > limits["max"]:
+            if "min" in limits and not value >= limits["min"] or "max" in limits and not value <= limits["max"]:
                 raise LabError(
                     f"{self.id}: parameter {name}={value!r} is out of range {limits.get('min')}..{limits.get('max')}"
                 )
@@ -222,7 +227,13 @@ class Lab:
         return values
 
     def parse_parameter_text(self, name: str, text: str) -> Any:
-        """Turn the string after ``-p name=`` into the type of the parameter's default."""
+        """Turn the string after ``-p name=`` into the type of the parameter's default.
+
+        Raises LabError naming the parameter and the text when it is not one (a float
+        must be finite: 'nan' and 'inf' are refused; int, float, bool and str only).
+        """
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise LabError(f"{self.id}: -p wants name=value text, got {name!r:.60}={text!r:.60}")
         defaults = self.parameter_defaults
         if name not in defaults:
             raise LabError(f"{self.id} has no parameter {name!r}; its parameters are: {', '.join(defaults)}")
@@ -232,7 +243,12 @@ class Lab:
                 if text.lower() not in ("true", "false", "1", "0"):
                     raise ValueError(text)
                 return text.lower() in ("true", "1")
-            return kind(text)
+            if kind not in (int, float, str):
+                raise ValueError(text)  # list(text) would be its characters: not a value to guess
+            value = kind(text.strip()) if kind is not str else text
+            if kind is float and not math.isfinite(value):
+                raise ValueError(text)
+            return value
         except ValueError:
             raise LabError(f"{self.id}: parameter {name} must be {kind.__name__}, got {text!r}") from None
 

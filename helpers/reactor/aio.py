@@ -19,12 +19,13 @@ import concurrent.futures
 import socket
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from .. import servers as _servers
 from ..servers import THREAD_PREFIX, ServerError
-from .http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES, Router, ServerSession, demo_router
-from .httpserver import DEFAULT_IDLE_TIMEOUT_S
+from .http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES, MAX_KEPT_ERRORS, Router, ServerSession, demo_router
+from .httpserver import DEFAULT_IDLE_TIMEOUT_S, check_idle_timeout
 from .server import listening_socket
 
 __all__ = ["AsyncioHttpProtocol", "AsyncioHttpServer"]
@@ -35,7 +36,7 @@ class AsyncioHttpProtocol(asyncio.Protocol):
 
     def __init__(self, router: Router, idle_timeout_s: float, server: AsyncioHttpServer | None = None,
                  **limits: int):
-        self.session = ServerSession(router, **limits)
+        self.session = ServerSession(router, errors=server.route_errors if server is not None else None, **limits)
         self.idle_timeout_s = idle_timeout_s
         self.server = server
         self.transport: asyncio.Transport | None = None
@@ -93,10 +94,13 @@ class AsyncioHttpServer:
     def __init__(self, router: Router | None = None, *, host: str = "127.0.0.1", port: int = 0,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, start: bool = True):
+        check_idle_timeout(idle_timeout_s)
         self.router = router if router is not None else demo_router()
         self.limits = {"max_head_bytes": max_head_bytes, "max_body_bytes": max_body_bytes}
-        ServerSession(self.router, **self.limits)  # check the limits now
+        ServerSession(self.router, **self.limits)  # check the router and the limits now
         self.idle_timeout_s = idle_timeout_s
+        #: the latest exceptions raised by routes (each answered 500), as HttpServer.route_errors
+        self.route_errors: deque[BaseException] = deque(maxlen=MAX_KEPT_ERRORS)
         self.timeouts = 0
         self.transports: set[Any] = set()
         self.errors: list[BaseException] = []

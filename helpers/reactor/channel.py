@@ -38,6 +38,8 @@ class Channel:
 
     def __init__(self, fd: int, *, on_read: Callable[[], None] = _nothing,
                  on_write: Callable[[], None] = _nothing, events: int = READ):
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"fd must be an int (a file descriptor: sock.fileno()), got {type(fd).__name__} {fd!r}")
         if fd < 0:
             raise ValueError(f"a channel needs an open file descriptor, got fd {fd}")
         self.fd = fd

@@ -20,15 +20,18 @@ the same code serves the reactor (``helpers.reactor.httpserver``), the asyncio s
 Limits make it safe against a hostile peer, each answered with its own status:
 
 * a request head (request line + headers) longer than ``max_head_bytes`` -> 431, as soon
-  as that many bytes arrived without the empty line, not when it finally comes;
+  as so many bytes arrived without the empty line that it can no longer end in time
+  (``max_head_bytes`` + the 3 bytes of an unfinished CRLF CRLF), not when it finally comes;
 * a ``Content-Length`` above ``max_body_bytes`` -> 413, before any body byte is stored;
 * anything malformed (a bad request line, a header without a colon, a bad or duplicate
   Content-Length, bare-LF line ends) -> 400; ``Transfer-Encoding`` (chunked bodies) -> 501
   (RFC 9112 section 6.1: a server that does not understand a transfer coding answers 501);
   an HTTP version other than 1.0 or 1.1 -> 505.
 
-After an error the session answers once with ``Connection: close`` and ignores the rest:
-after a framing error nobody knows where the next request would begin. An idle timeout
+The head ends at its first empty line, wherever the bytes were split, so the same bytes
+give the same requests and the same refusal however they arrive. After an error the
+session answers once with ``Connection: close`` and ignores the rest: after a framing
+error nobody knows where the next request would begin. An idle timeout
 (slowloris defence) needs a clock, so it lives in the I/O layers, not here.
 """
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -43,6 +47,7 @@ from email.utils import formatdate
 __all__ = [
     "DEFAULT_MAX_HEAD_BYTES",
     "DEFAULT_MAX_BODY_BYTES",
+    "MAX_KEPT_ERRORS",
     "HttpError",
     "Request",
     "Response",
@@ -58,6 +63,9 @@ __all__ = [
 DEFAULT_MAX_HEAD_BYTES = 8 * 1024
 #: Largest request body accepted: 1 MiB (nginx's client_max_body_size default is 1 MiB).
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+#: Route exceptions kept (the latest): enough to debug a route, and bounded, so a route that
+#: always fails cannot grow the server's memory under a flood of keep-alive requests.
+MAX_KEPT_ERRORS = 100
 
 REASONS = {
     200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
@@ -69,7 +77,13 @@ REASONS = {
 # RFC 9112 section 3: request-line = method SP request-target SP HTTP-version
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) HTTP/(\d)\.(\d)")
 # RFC 9110 section 5: field-name is a token; the value has no CR, LF or NUL (OWS trimmed).
+
 _HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00\r\n]*?)[ \t]*")
+# The same rules for the headers a route puts in its Response (text, sent as latin-1).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE = re.compile(r"[^\x00\r\n\u0100-\U0010ffff]*")
+# The first empty line: LF then LF, or LF CR LF (the CRLF CRLF that ends a head holds it).
+_EMPTY_LINE = re.compile(rb"\n\r?\n")
 
 
 class HttpError(Exception):
@@ -138,23 +152,28 @@ class RequestParser:
         return len(self._buf)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append bytes that arrived from the peer."""
+        """Append bytes that arrived from the peer (TypeError for anything but bytes)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"feed() needs the bytes recv() returned, got {type(data).__name__}: {data!r:.60}")
         self._buf += data
 
     def maybe_request(self) -> Request | None:
         """The next complete request, or None if more bytes are needed."""
         buf = self._buf
         if self._head is None:
-            end = buf.find(b"\r\n\r\n", self._scanned)
-            if end < 0:
-                if b"\n\n" in buf or b"\n\r\n" in buf:
-                    raise HttpError(400, "line ends must be CRLF (bare LF found)")
-                if len(buf) > self.max_head_bytes:
+            empty = _EMPTY_LINE.search(buf, self._scanned)
+            if empty is None:
+                # The head could still end with a CRLF CRLF starting in the last 3 bytes.
+                if len(buf) - 3 > self.max_head_bytes:
                     raise HttpError(431, f"request head over {self.max_head_bytes} bytes without its end")
-                self._scanned = max(0, len(buf) - 3)
+                self._scanned = max(0, len(buf) - 2)
                 return None
+            lf = empty.start()
+            end = lf - 1 if lf > 0 and buf[lf - 1] == 0x0D else lf  # where the head's last line ends
             if end > self.max_head_bytes:
                 raise HttpError(431, f"request head of {end} bytes, limit {self.max_head_bytes}")
+            if empty.end() - lf != 3 or end == lf:
+                raise HttpError(400, "line ends must be CRLF (bare LF found)")
             head = bytes(buf[:end])
             del buf[: end + 4]
             self._scanned = 0
@@ -220,27 +239,71 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
+#: Header pairs already checked, with their line: a route sends the same few pairs on every
+#: answer, and a dict lookup costs less than two regex matches (bounded: routes that make up
+#: new values each time are checked each time).
+_checked_lines: dict[tuple[str, str], str] = {}
+
+
+def _header_line(pair: object) -> str:
+    """``"name: value\r\n"`` for a (name, value) pair of str, after the checks in render_response."""
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+        raise TypeError(f"each header must be a (name, value) pair of str, got {pair!r:.80}")
+    name, value = pair
+    if _TOKEN.fullmatch(name) is None:
+        raise ValueError(f"header name {name!r:.80} is not a token (letters, digits, !#$%&'*+-.^_`|~; "
+                         "no space, colon, CR or LF)")
+    if _FIELD_VALUE.fullmatch(value) is None:
+        raise ValueError(f"header {name} value {value!r:.80} holds CR, LF or NUL (header injection) or a "
+                         "character outside latin-1; percent-encode it")
+    line = f"{name}: {value}\r\n"
+    if type(pair) is tuple and len(_checked_lines) < 1024:
+        _checked_lines[pair] = line
+    return line
+
+
 def render_response(response: Response, *, keep_alive: bool, head_only: bool = False,
                     version: str = "1.1") -> bytes:
     """The bytes of `response`: status line, headers with Content-Length and Date, body.
 
     ``keep_alive=False`` adds ``Connection: close``; for HTTP/1.0 a kept connection says
     ``Connection: keep-alive``. ``head_only`` (a HEAD request) sends the length, not the body.
+
+    Raises TypeError or ValueError (naming the field, showing the value) for a response
+    the wire cannot carry: `response` not a Response, a status outside 100..599, a body
+    that is not bytes, headers that are not (name, value) pairs of str, a name that is not
+    an RFC 9110 token, a value holding CR, LF or NUL (header injection) or a character
+    outside latin-1. Nothing is half-written: the checks come first.
     """
-    status = response.status
+    if not isinstance(response, Response):
+        raise TypeError(f"a route must return a Response, got {type(response).__name__}: {response!r:.80}")
+    status, body = response.status, response.body
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"Response.status must be an int in 100..599, got {status!r}")
+    if not isinstance(body, (bytes, bytearray)):
+        raise TypeError(f"Response.body must be bytes, got {type(body).__name__}; encode text first, e.g. s.encode()")
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
-             f"Content-Length: {len(response.body)}\r\nDate: {_http_date()}\r\n"]
-    for name, value in response.headers:
-        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-            raise ValueError(f"header {name!r} contains CR or LF (header injection)")
-        lines.append(f"{name}: {value}\r\n")
+             f"Content-Length: {len(body)}\r\nDate: {_http_date()}\r\n"]
+    headers = response.headers
+    if not isinstance(headers, (list, tuple)):
+        raise TypeError(f"Response.headers must be a list of (name, value) pairs, got {type(headers).__name__}")
+    for pair in headers:
+        line = None
+        if type(pair) is tuple:  # a route's usual, constant headers: looked up, not checked again
+            try:
+                line = _checked_lines.get(pair)
+            except TypeError:  # something unhashable inside: _header_line says what is wrong
+                pass
+        if line is None:
+            line = _header_line(pair)
+        lines.append(line)
     if not keep_alive:
         lines.append("Connection: close\r\n")
     elif version == "1.0":
         lines.append("Connection: keep-alive\r\n")
     lines.append("\r\n")
     head = "".join(lines).encode("latin-1")
-    return head if head_only else head + response.body
+    return head if head_only else head + bytes(body)
 
 
 Handler = Callable[[Request], Response]
@@ -254,9 +317,18 @@ class Router:
         self.routes: dict[str, dict[str, Handler]] = {}
 
     def add(self, method: str, path: str, handler: Handler) -> None:
-        """Route `method` (e.g. 'GET') on `path` (e.g. '/hello', no query string) to `handler`."""
+        """Route `method` (e.g. 'GET') on `path` (e.g. '/hello', no query string) to `handler`,
+        a function taking a Request and returning a Response. Mistakes are refused here, when
+        the route is added, not when the first request meets them."""
+        if not isinstance(method, str) or not isinstance(path, str):
+            raise TypeError(f"method and path must be str, got method={method!r}, path={path!r}")
+        if not _TOKEN.fullmatch(method):
+            raise ValueError(f"method must be an HTTP token such as 'GET' or 'POST', got {method!r}")
         if not path.startswith("/"):
             raise ValueError(f"a path starts with '/', got {path!r}")
+        if not callable(handler):
+            raise TypeError(f"handler must be callable (request -> Response), got {type(handler).__name__} "
+                            f"{handler!r:.60}")
         self.routes.setdefault(path, {})[method.upper()] = handler
 
     def route(self, request: Request) -> Response:
@@ -288,22 +360,29 @@ class ServerSession:
     ``receive(data)`` returns ``(out, close)``: the bytes to send (answers to every complete
     request in `data`, in order) and whether to close the connection once they are sent.
     ``receive(b"")`` means the peer closed its side. ``requests`` counts answered requests.
-    A route that raises is answered with 500 (the exception is kept in ``errors``); this
-    method never raises.
+    A route that raises, or returns something ``render_response`` refuses, is answered
+    with 500 (the exception is kept in ``errors``); whatever the peer sends, this method
+    never raises (only TypeError if `data` is not bytes: a bug in the I/O layer).
     """
 
     def __init__(self, router: Router, *, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, errors: deque[BaseException] | None = None):
+        if not callable(getattr(router, "route", None)):
+            raise TypeError(f"router must be a Router (an object with route(request)), got "
+                            f"{type(router).__name__} {router!r:.60}")
         self.router = router
         self.parser = RequestParser(max_head_bytes=max_head_bytes, max_body_bytes=max_body_bytes)
         self.requests = 0
         self.closing = False
-        self.errors: list[BaseException] = []
+        #: the latest route exceptions; a server passes one deque shared by all its sessions
+        self.errors: deque[BaseException] = errors if errors is not None else deque(maxlen=MAX_KEPT_ERRORS)
 
     def receive(self, data: bytes | bytearray | memoryview) -> tuple[bytes, bool]:
         """Feed bytes from the peer; return (bytes to send, close after sending)."""
         if self.closing:
             return b"", True
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"receive() needs the bytes recv() returned, got {type(data).__name__}: {data!r:.60}")
         if not data:  # EOF: answer nothing more; a half-sent request is dropped
             self.closing = True
             return b"", True
@@ -321,14 +400,16 @@ class ServerSession:
                 break
             if request is None:
                 break
+            head_only = request.method == "HEAD"
             try:
-                response = self.router.route(request)
+                answer = render_response(self.router.route(request), keep_alive=request.keep_alive,
+                                         head_only=head_only, version=request.version)
             except Exception as exc:  # noqa: BLE001 - a bug in a route must not kill the server
                 self.errors.append(exc)
-                response = Response(500, b"internal server error\n")
+                answer = render_response(Response(500, b"internal server error\n"), keep_alive=request.keep_alive,
+                                         head_only=head_only, version=request.version)
             self.requests += 1
-            out.append(render_response(response, keep_alive=request.keep_alive,
-                                       head_only=request.method == "HEAD", version=request.version))
+            out.append(answer)
             if not request.keep_alive:
                 self.closing = True
                 break

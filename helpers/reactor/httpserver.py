@@ -21,19 +21,34 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from .connection import TcpConnection
 from .dispatcher import DEFAULT_BACKEND
-from .http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES, Router, ServerSession, demo_router
+from .http import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_HEAD_BYTES,
+    MAX_KEPT_ERRORS,
+    Router,
+    ServerSession,
+    demo_router,
+)
 from .loop import Timer
 from .server import TcpServer
 
-__all__ = ["HttpProtocol", "HttpServer", "DEFAULT_IDLE_TIMEOUT_S"]
+__all__ = ["HttpProtocol", "HttpServer", "DEFAULT_IDLE_TIMEOUT_S", "check_idle_timeout"]
 
 #: Seconds a connection may take to deliver its next complete request (nginx's
 #: client_header_timeout and keepalive_timeout default to 60 s and 75 s; a lesson wants less).
 DEFAULT_IDLE_TIMEOUT_S = 10.0
+
+
+def check_idle_timeout(idle_timeout_s: float) -> None:
+    """Refuse an idle timeout that is not a number of seconds in (0, 3600] (NaN and inf too)."""
+    if isinstance(idle_timeout_s, bool) or not isinstance(idle_timeout_s, (int, float)) \
+            or not 0 < idle_timeout_s <= 3600:
+        raise ValueError(f"idle_timeout_s must be a number of seconds in (0, 3600], got {idle_timeout_s!r}")
 
 
 class _Stats:
@@ -43,6 +58,7 @@ class _Stats:
         self.lock = threading.Lock()
         self.timeouts = 0
         self.connections = 0
+        self.route_errors: deque[BaseException] = deque(maxlen=MAX_KEPT_ERRORS)  # append is thread-safe
 
 
 class HttpProtocol:
@@ -61,20 +77,20 @@ class HttpProtocol:
 
     def connection_made(self, conn: TcpConnection) -> None:
         self.conn = conn
-        self.session = ServerSession(self.router, **self.limits)
+        self.session = ServerSession(self.router, errors=self.stats.route_errors, **self.limits)
         self.progress = time.monotonic()
         self.timer = conn.loop.call_later(self.idle_timeout_s, self._check_idle)
         with self.stats.lock:
             self.stats.connections += 1
 
     def data_received(self, data: memoryview) -> None:
-        session = self.session
+        session, conn = self.session, self.conn  # conn: write() may lose the connection (EPIPE)
         before = session.requests
         out, close = session.receive(data)
         if out:
-            self.conn.write(out)
+            conn.write(out)
         if close:
-            self.conn.close()
+            conn.close()
         if session.requests != before:
             self.progress = time.monotonic()
 
@@ -115,8 +131,7 @@ class HttpServer(TcpServer):
     def __init__(self, router: Router | None = None, *, threads: int = 0, backend: str = DEFAULT_BACKEND,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **kwargs: Any):
-        if not isinstance(idle_timeout_s, (int, float)) or not 0 < idle_timeout_s <= 3600:
-            raise ValueError(f"idle_timeout_s must be a number of seconds in (0, 3600], got {idle_timeout_s!r}")
+        check_idle_timeout(idle_timeout_s)
         self.router = router if router is not None else demo_router()
         self.stats = _Stats()
         self.idle_timeout_s = idle_timeout_s
@@ -132,6 +147,12 @@ class HttpServer(TcpServer):
     def timeouts(self) -> int:
         """Connections closed because they did not complete a request within idle_timeout_s."""
         return self.stats.timeouts
+
+    @property
+    def route_errors(self) -> list[BaseException]:
+        """The latest exceptions raised by routes (each answered 500), oldest first, at most
+        MAX_KEPT_ERRORS: a learner's route bug shows here, not only as a 500 in the client."""
+        return list(self.stats.route_errors)
 
     @property
     def accepted(self) -> int:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import socket
 import threading
 import time
@@ -64,6 +65,12 @@ class Timer:
 
 def _noop(*_: Any) -> None:
     return None
+
+
+def _check_callable(fn: Any) -> None:
+    """Refuse a task that is not callable now, not when the loop runs it (far from the mistake)."""
+    if not callable(fn):
+        raise TypeError(f"a loop task must be callable, got {type(fn).__name__} {fn!r}")
 
 
 class EventLoop:
@@ -163,10 +170,12 @@ class EventLoop:
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run fn(*args) at the start of the next iteration (from the loop's own thread)."""
+        _check_callable(fn)
         self._pending.append((fn, args))
 
     def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run fn(*args) in the loop's thread soon; callable from any thread. Wakes the loop."""
+        _check_callable(fn)
         with self._lock:  # held while sending too, so close() cannot close _wake_w in between
             if self._closed:
                 raise RuntimeError(f"event loop {self.name} is closed; cannot queue {fn!r}")
@@ -187,8 +196,14 @@ class EventLoop:
             pass
 
     def call_later(self, delay_s: float, fn: Callable[..., Any], *args: Any) -> Timer:
-        """Run fn(*args) after `delay_s` seconds, in the loop's thread; returns a Timer to cancel."""
-        timer = Timer(time.monotonic() + max(0.0, delay_s), fn, args)
+        """Run fn(*args) after `delay_s` seconds (a finite number >= 0), in the loop's thread;
+        returns a Timer to cancel."""
+        if isinstance(delay_s, bool) or not isinstance(delay_s, (int, float)):
+            raise TypeError(f"delay_s must be a number of seconds, got {type(delay_s).__name__} {delay_s!r}")
+        if not 0 <= delay_s < math.inf:  # NaN fails too; an infinite delay would overflow epoll's timeout
+            raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r}")
+        _check_callable(fn)
+        timer = Timer(time.monotonic() + delay_s, fn, args)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 

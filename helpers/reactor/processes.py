@@ -29,6 +29,9 @@ import time
 from typing import Any
 
 from .. import servers as _servers
+from .httpserver import check_idle_timeout
+from .serve import KINDS
+from .threads import check_threads
 
 __all__ = ["ReusePortGroup", "start_server_process", "ServerProcess"]
 
@@ -40,6 +43,7 @@ class ServerProcess:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.args = args
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "helpers.reactor.serve", *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -51,11 +55,21 @@ class ServerProcess:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline().decode() if ready else ""
         if not line.startswith("PORT "):
-            self.stop()
-            err = self.proc.stderr.read().decode(errors="replace")[-2000:] if self.proc.stderr else ""
-            raise RuntimeError(f"server process did not start within {timeout_s} s: {line!r} {err}")
+            err = self._stop_and_read_stderr().strip().splitlines()
+            said = err[-1] if err else "(nothing on stderr)"
+            raise RuntimeError(f"server process {' '.join(self.args)} did not start within {timeout_s} s "
+                               f"(exit code {self.proc.returncode}); it said: {said}")
         self.port = int(line.split()[1])
         return self.port
+
+    def _stop_and_read_stderr(self) -> str:
+        """Stop the child (killed if it does not exit) and return what it wrote to stderr."""
+        try:
+            _, err = self.proc.communicate(timeout=3)  # closes stdin: a healthy child stops
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err.decode(errors="replace")
 
     @property
     def pid(self) -> int:
@@ -82,6 +96,8 @@ class ServerProcess:
 
 def start_server_process(kind: str = "reactor", *extra: str) -> ServerProcess:
     """Start ``python -m helpers.reactor.serve --kind <kind> <extra...>`` and wait for its port."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     return ServerProcess("--kind", kind, *extra)
 
 
@@ -98,6 +114,8 @@ class ReusePortGroup:
                  idle_timeout_s: float = 10.0):
         if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 32:
             raise ValueError(f"workers must be an int in 1-32, got {workers!r}")
+        check_threads(threads)
+        check_idle_timeout(idle_timeout_s)
         self._holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.workers: list[ServerProcess] = []
         self._stopped = False

@@ -44,6 +44,9 @@ class TcpServer:
     def __init__(self, protocol_factory: Callable[[], StreamProtocol], *, host: str = "127.0.0.1",
                  port: int = 0, threads: int = 0, backend: str = DEFAULT_BACKEND, backlog: int = 1024,
                  reuse_port: bool = False, start: bool = True):
+        if not callable(protocol_factory):
+            raise TypeError(f"protocol_factory must be callable (a class or function returning a protocol), "
+                            f"got {type(protocol_factory).__name__} {protocol_factory!r}")
         self.protocol_factory = protocol_factory
         self.errors: list[BaseException] = []
         self._errors_lock = threading.Lock()
@@ -53,11 +56,14 @@ class TcpServer:
         self._stopped = False
         self._main_thread: threading.Thread | None = None
         self._foreground = False
-        try:
-            self.main_loop = EventLoop(backend, name=f"{self.name}-main")
+        main_loop: EventLoop | None = None
+        try:  # roll back what was made if a later step fails (socketserver's habit)
+            main_loop = self.main_loop = EventLoop(backend, name=f"{self.name}-main")
             self.main_loop.on_error = self._on_error
             self.pool = EventLoopThreadPool(self.main_loop, threads, name=self.name, backend=backend)
         except BaseException:
+            if main_loop is not None:
+                main_loop.close()
             self.listener.close()
             raise
         self.connections: dict[EventLoop, set[TcpConnection]] = {}

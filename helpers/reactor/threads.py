@@ -26,7 +26,14 @@ from ..servers import THREAD_PREFIX
 from .dispatcher import DEFAULT_BACKEND
 from .loop import EventLoop
 
-__all__ = ["EventLoopThread", "EventLoopThreadPool"]
+__all__ = ["EventLoopThread", "EventLoopThreadPool", "check_threads"]
+
+
+def check_threads(n: int) -> None:
+    """Refuse a number of sub-reactor threads that is not an int in 0-64."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 64:
+        raise ValueError(f"threads (sub-reactors) must be an int in 0-64, got {n!r}; more than a few per CPU "
+                         "only adds GIL contention (lesson 19)")
 
 
 class EventLoopThread:
@@ -49,8 +56,7 @@ class EventLoopThreadPool:
     """`n` sub-reactor threads; ``next_loop()`` picks one in turn (the main loop if n == 0)."""
 
     def __init__(self, main_loop: EventLoop, n: int, *, name: str, backend: str = DEFAULT_BACKEND):
-        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 64:
-            raise ValueError(f"the number of sub-reactor threads must be an int in 0-64, got {n!r}")
+        check_threads(n)
         self.main_loop = main_loop
         self.threads = [EventLoopThread(f"{name}-sub{i}", backend) for i in range(n)]
         self._next = 0

@@ -262,6 +262,8 @@ class Receiver:
         self.duplicates = 0  # DATA for a seq already delivered or buffered
         self.out_of_order = 0  # DATA that arrived ahead of a gap
         self.ignored = 0  # malformed datagrams, ACKs, DATA beyond the buffer
+        self.peer: object | None = None  # handle(): the sender's address, from its first DATA
+        self.foreign = 0  # handle(): datagrams from another address than the peer's
 
     def datagram_received(self, datagram: bytes) -> bytes | None:
         """Take one datagram; return the ACK to send back, or None if it is to be ignored."""
@@ -288,8 +290,23 @@ class Receiver:
         return encode_ack(seq, self.next_expected)
 
     def handle(self, data: bytes, addr: object) -> bytes | None:
-        """A helpers.UDPServer handler: ``UDPServer(receiver.handle)`` runs the receiving side."""
-        del addr  # one sender at a time
+        """A helpers.UDPServer handler: ``UDPServer(receiver.handle)`` runs the receiving side.
+
+        The address of the first well-formed DATA becomes the peer; datagrams from any other
+        address are ignored and counted in ``foreign``. On a shared host anyone may send to
+        our port, and an unconnected UDP socket accepts them all (lesson 11): without this, a
+        forged DATA from another process would be delivered as the sender's.
+        """
+        if self.peer is None:
+            try:
+                is_data = isinstance(decode(data), Data)
+            except MalformedPacket:
+                is_data = False
+            if is_data:
+                self.peer = addr
+        elif addr != self.peer:
+            self.foreign += 1
+            return None
         return self.datagram_received(data)
 
 

@@ -783,6 +783,8 @@ def test_chat_room_on_the_reactor_survives_random_bytes() -> None:
 
 
 def test_reliable_udp_receiver_survives_random_datagrams() -> None:
+    """The receiver locks onto its sender's address: random bytes and forged in-window DATA
+    from another socket (anyone on the host can send to our port) change nothing."""
     rng = random.Random(99)
     receiver = reliable_udp.Receiver(max_buffered=8)
     lock = threading.Lock()
@@ -794,15 +796,25 @@ def test_reliable_udp_receiver_survives_random_datagrams() -> None:
     baseline = fd_count()
     server = UDPServer(handle)
     try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
-            for _ in range(200):
-                junk.sendto(rng.randbytes(rng.randrange(0, 2000)), server.address)
-            for seq in (2**32 - 1, 10**6, 9):  # out of the receive window: ignored
-                junk.sendto(reliable_udp.encode_data(seq, b"x"), server.address)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as polite:
+            polite.bind(("127.0.0.1", 0))  # (an unbound socket's first sendto() binds the wildcard)
+            polite_address = polite.getsockname()
+            polite.sendto(b"\xff not a packet", server.address)  # garbage does not choose the peer
             report = reliable_udp.send_all(polite, server.address, [b"a", b"b", b"c"], window=2, deadline_s=10)
-        assert report.messages == 3 and receiver.delivered[:3] == [b"a", b"b", b"c"]
-        assert len(receiver.buffer) <= 8
+            assert report.messages == 3
+            hostile = [rng.randbytes(rng.randrange(0, 2000)) for _ in range(200)] + [b""]
+            hostile += [reliable_udp.encode_data(seq, b"evil") for seq in (3, 4, 2**32 - 1, 10**6, 9)]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as junk:
+                junk.bind(("127.0.0.1", 0))
+                for i, datagram in enumerate(hostile, 1):
+                    junk.sendto(datagram, server.address)
+                    if i % 20 == 0 or i == len(hostile):  # in bursts the receive buffer holds (UDP drops
+                        deadline = time.monotonic() + 5  # what does not fit, lesson 04)
+                        while receiver.foreign < i and time.monotonic() < deadline:
+                            time.sleep(0.005)
+        with lock:
+            assert receiver.delivered == [b"a", b"b", b"c"] and not receiver.buffer
+            assert receiver.foreign == 206 and receiver.peer == polite_address
     finally:
         server.stop()
     assert wait_for_fds(baseline) <= baseline

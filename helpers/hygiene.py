@@ -137,11 +137,14 @@ class Leftovers:
 def leftovers(ignore: Iterable[socket.socket] = ()) -> Leftovers:
     """List what this process still runs or holds: course threads, servers, open sockets
     created since helpers was imported (except those in `ignore`), child processes, and
-    sockets of ours listening outside loopback."""
+    sockets of ours listening outside loopback. TypeError if `ignore` is not a list of sockets."""
+    ignored = list(ignore) if isinstance(ignore, Iterable) else None
+    if ignored is None or not all(isinstance(s, socket.socket) for s in ignored):
+        raise TypeError(f"ignore must be a list of sockets (such as open_sockets() returns), got {ignore!r}")
     out = Leftovers()
     out.threads = [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
     out.servers = [repr(s) for s in live_servers()]
-    skip = {id(s) for s in ignore}
+    skip = {id(s) for s in ignored}
     socks = [s for s in open_sockets() if id(s) not in skip]
     out.sockets = [_describe(s) for s in socks]
     out.children = _children(os.getpid()) if sys.platform.startswith("linux") else []

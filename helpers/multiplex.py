@@ -46,7 +46,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from .features import require_linux
-from .servers import THREAD_PREFIX
+from .servers import THREAD_PREFIX, _check_seconds
 
 __all__ = [
     "FD_SETSIZE",
@@ -103,6 +103,11 @@ def fd_headroom() -> int:
     return max(0, hard - _open_fd_count() - _SPARE_FDS)
 
 
+def _is_int(value: object) -> bool:
+    """True for an int that is not a bool (isinstance(True, int) is True)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _open_fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -114,8 +119,8 @@ def more_fds(needed: int) -> Iterator[int]:
     Yields the soft limit in force. Raises ValueError, naming the hard limit, when even the
     hard limit leaves no room for `needed` more fds (an unprivileged process cannot raise it).
     """
-    if needed < 0:
-        raise ValueError(f"needed must be >= 0 fds, got {needed}")
+    if not _is_int(needed) or needed < 0:
+        raise ValueError(f"needed must be an int >= 0 (fds), got {needed!r}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = _open_fd_count() + needed + _SPARE_FDS
     if hard != resource.RLIM_INFINITY and want > hard:
@@ -139,8 +144,8 @@ def idle_sockets(n: int) -> Iterator[list[socket.socket]]:
 
     Call it inside ``more_fds(n)`` when n is large: the default soft limit is often 1024.
     """
-    if n < 0:
-        raise ValueError(f"the number of idle fds must be >= 0, got {n}")
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"the number of idle fds must be an int >= 0, got {n!r}")
     with ExitStack() as stack:
         out: list[socket.socket] = []
         for _ in range(math.ceil(n / 2)):
@@ -187,7 +192,7 @@ def wait_cost(mechanism: str, idle_fds: int, waits: int = 300, *, budget_s: floa
         mechanism: "select", "poll" or "epoll".
         idle_fds: sockets watched that never become readable (0 or more).
         waits: waits to time (1-100000); the median of their times is reported.
-        budget_s: stop timing after this many seconds even if fewer waits ran (at least 5 run).
+        budget_s: stop timing after this many seconds (0-3600) even if fewer waits ran (at least 5 run).
 
     Returns a WaitCost. Raises SelectLimitError (a ValueError) when select would have to
     watch an fd numbered 1024 or more, ValueError for a bad argument or when the hard fd
@@ -195,12 +200,7 @@ def wait_cost(mechanism: str, idle_fds: int, waits: int = 300, *, budget_s: floa
     ready fd (an "idle" fd that is not idle would make the measurement meaningless).
     """
     require_linux("epoll and the fd limits of this lesson")
-    if mechanism not in MECHANISMS:
-        raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
-    if not isinstance(idle_fds, int) or idle_fds < 0:
-        raise ValueError(f"idle_fds must be an int >= 0, got {idle_fds!r}")
-    if not isinstance(waits, int) or not 1 <= waits <= 100_000:
-        raise ValueError(f"waits must be an int in 1..100000, got {waits!r}")
+    _check_run(mechanism, idle_fds, waits, budget_s)
     with ExitStack() as stack:
         stack.enter_context(more_fds(idle_fds + 4))
         idle = stack.enter_context(idle_sockets(idle_fds))
@@ -234,6 +234,18 @@ def wait_cost(mechanism: str, idle_fds: int, waits: int = 300, *, budget_s: floa
         )
 
 
+def _check_run(mechanism: str, idle_fds: int, waits: int, budget_s: float | None) -> None:
+    """wait_cost()'s argument checks, also run by sweep() before its first measurement."""
+    if not isinstance(mechanism, str) or mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+    if not _is_int(idle_fds) or idle_fds < 0:
+        raise ValueError(f"idle_fds must be an int >= 0, got {idle_fds!r}")
+    if not _is_int(waits) or not 1 <= waits <= 100_000:
+        raise ValueError(f"waits must be an int in 1..100000, got {waits!r}")
+    if budget_s is not None:
+        _check_seconds("budget_s", budget_s, high=3600, zero_ok=True)
+
+
 def select_capacity() -> int:
     """The most idle fds ``wait_cost("select", n)`` can watch now without an fd numbered >= 1024.
 
@@ -252,7 +264,7 @@ def select_capacity() -> int:
 
 def log_counts(largest: int) -> list[int]:
     """Idle-fd counts for a log-scale axis: 1, 3, 10, 30, ... up to half of `largest`, then `largest`."""
-    if not isinstance(largest, int) or largest < 1:
+    if not _is_int(largest) or largest < 1:
         raise ValueError(f"the largest count must be an int >= 1, got {largest!r}")
     out, decade = [], 1
     while decade < largest:
@@ -272,9 +284,19 @@ def sweep(
     """wait_cost() for every mechanism and count: ``{mechanism: {count: WaitCost}}``.
 
     Where select cannot run (an fd >= 1024) the entry is the SelectLimitError, and select is
-    not tried at larger counts. `progress` wraps the list of runs (pass ``tqdm``).
+    not tried at larger counts. `progress` wraps the list of runs (pass ``tqdm``). Every
+    argument is checked before the first measurement (ValueError, as wait_cost() raises).
     """
-    mechs = list(mechanisms)
+    if any(isinstance(a, (str, bytes)) or not isinstance(a, Iterable) for a in (counts, mechanisms)):
+        raise ValueError(f"counts and mechanisms must be lists, such as [1, 10] and ['epoll'], got {counts!r}, "
+                         f"{mechanisms!r}")
+    if not callable(progress):
+        raise ValueError(f"progress must be a function wrapping an iterable (such as tqdm), got {progress!r}")
+    mechs, counts = list(mechanisms), list(counts)
+    for m in mechs:
+        _check_run(m, 0, waits, budget_s)
+    for n in counts:
+        _check_run(MECHANISMS[0], n, waits, budget_s)
     runs = [(m, n) for n in sorted(set(counts)) for m in mechs]
     out: dict[str, dict[int, WaitCost | SelectLimitError]] = {m: {} for m in mechs}
     for mechanism, n in progress(runs):
@@ -300,14 +322,15 @@ def event_names(events: int | list[tuple[int, int]]) -> str:
     """Name the bits of an epoll event mask, e.g. ``"EPOLLIN|EPOLLRDHUP"``; ``"-"`` for nothing.
 
     Accepts a mask or what ``epoll.poll()`` returns (a list of (fd, mask) pairs: their masks
-    are OR-ed). Unknown bits are shown in hex.
+    are OR-ed). Unknown bits are shown in hex. ValueError for anything else (a negative
+    mask, a bool, a list that is not of (fd, mask) pairs).
     """
+    pairs = events if isinstance(events, list) else [(None, events)]
+    if not all(isinstance(p, tuple) and len(p) == 2 and _is_int(p[1]) and p[1] >= 0 for p in pairs):
+        raise ValueError(f"events must be an epoll mask (an int >= 0) or a list of (fd, mask) pairs, got {events!r}")
     mask = 0
-    if isinstance(events, list):
-        for _, bits in events:
-            mask |= bits
-    else:
-        mask = events
+    for _, bits in pairs:
+        mask |= bits
     names = [n for n in _EVENT_BITS if mask & getattr(select, n)]
     rest = mask & ~sum(getattr(select, n) for n in _EVENT_BITS)
     if rest:
@@ -355,7 +378,9 @@ def wakeups(exclusive: bool, waiters: int = 4, timeout_s: float = 2.0) -> Wakeup
     require_linux("EPOLLEXCLUSIVE")
     if not isinstance(waiters, int) or not 2 <= waiters <= 16:
         raise ValueError(f"waiters must be an int in 2..16, got {waiters!r}")
-    if not 0.1 <= timeout_s <= 5:
+    if not isinstance(exclusive, bool):
+        raise ValueError(f"exclusive must be True or False, got {exclusive!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0.1 <= timeout_s <= 5:
         raise ValueError(f"timeout_s must be in 0.1..5 s, got {timeout_s!r}")
     flags = select.EPOLLIN | (select.EPOLLEXCLUSIVE if exclusive else 0)
     woke: list[bool] = []

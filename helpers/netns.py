@@ -119,8 +119,10 @@ def set_link(name: str, up: bool) -> None:
     namespace, which the namespace's creator holds. Raises ValueError for an unknown
     interface and PermissionError (with the fix) outside a namespace of our own.
     """
-    if not isinstance(name, str) or not 0 < len(name.encode()) < 16:
+    if not isinstance(name, str) or not 0 < len(name.encode()) < 16 or "\0" in name:
         raise ValueError(f"an interface name is 1-15 bytes, such as 'lo'; got {name!r}")
+    if not isinstance(up, bool):
+        raise TypeError(f"up must be True or False, got {up!r}")
     if not _inside_our_namespace():
         # Run as root on the host, this ioctl would succeed and cut the machine's own
         # loopback under every other program: refuse before touching anything.
@@ -374,6 +376,8 @@ def run_in_netns(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, lo
     """
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 600:
         raise ValueError(f"timeout_s must be a number of seconds in (0, 600], got {timeout_s!r}")
+    if not isinstance(loopback_up, bool):
+        raise TypeError(f"loopback_up must be True or False, got {loopback_up!r}")
     source, entry, filename = _source_of(fn)
     try:
         json.dumps(kwargs)

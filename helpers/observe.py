@@ -23,6 +23,7 @@ import enum
 import errno
 import ipaddress
 import os
+import re
 import socket
 import struct
 from collections.abc import Iterable, Iterator, Mapping
@@ -180,7 +181,13 @@ class TcpInfo:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> TcpInfo:
-        """Decode the bytes getsockopt(TCP_INFO) returned (any kernel's length)."""
+        """Decode the bytes getsockopt(TCP_INFO) returned (any kernel's length).
+
+        TypeError for anything but bytes-like data; ValueError if it is shorter than 104
+        bytes or its first byte is no TCP state.
+        """
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise TypeError(f"TcpInfo.from_bytes() needs the bytes of getsockopt(TCP_INFO), got {type(raw).__name__}")
         if len(raw) < 104:  # up to total_retrans: every kernel since 2.6 returns this much
             raise ValueError(f"TCP_INFO returned {len(raw)} bytes, expected at least 104")
         values: dict[str, int] = {}
@@ -195,6 +202,8 @@ class TcpInfo:
         values.pop("_flags")
         values["snd_wscale"] = wscale & 0x0F
         values["rcv_wscale"] = wscale >> 4
+        if values["state"] not in {s.value for s in TcpState}:
+            raise ValueError(f"TCP_INFO state byte is {values['state']}, not a TCP state (1-12): not struct tcp_info")
         values["state"] = TcpState(values["state"])
         return cls(**values)
 
@@ -214,16 +223,21 @@ def tcp_info(sock: socket.socket) -> TcpInfo:
     Raises TypeError for anything that is not a TCP socket, and ValueError for a closed one.
     """
     require_linux("TCP_INFO")
+    _require_tcp_socket(sock, "tcp_info()")
+    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_MAX)
+    return TcpInfo.from_bytes(raw)
+
+
+def _require_tcp_socket(sock: socket.socket, who: str) -> None:
+    """TypeError unless `sock` is an AF_INET/AF_INET6 SOCK_STREAM socket; ValueError if closed."""
     if not isinstance(sock, socket.socket):
-        raise TypeError(f"tcp_info() needs a TCP socket, got {type(sock).__name__}")
+        raise TypeError(f"{who} needs a TCP socket, got {type(sock).__name__}")
     if sock.fileno() == -1:
-        raise ValueError("tcp_info() needs an open socket; this one is closed")
+        raise ValueError(f"{who} needs an open socket; this one is closed")
     if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
         kind = getattr(sock.type, "name", sock.type)
         fam = getattr(sock.family, "name", sock.family)
-        raise TypeError(f"tcp_info() needs a TCP socket, got a {fam}/{kind} socket")
-    raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_MAX)
-    return TcpInfo.from_bytes(raw)
+        raise TypeError(f"{who} needs a TCP socket, got a {fam}/{kind} socket")
 
 
 # --------------------------------------------------------------------------- socket table
@@ -299,9 +313,24 @@ class SocketTable(list[SocketEntry]):
         return [e.state.name for e in self]
 
 
+_PROC_ADDRESS = re.compile(r"([0-9A-Fa-f]{8}|[0-9A-Fa-f]{32}):([0-9A-Fa-f]{4})")
+
+
 def decode_proc_address(hex_addr: str) -> Address:
-    """Decode an address column of /proc/net/{tcp,udp}{,6} ('0100007F:1F90' -> ('127.0.0.1', 8080))."""
-    host_hex, port_hex = hex_addr.split(":")
+    """Decode an address column of /proc/net/{tcp,udp}{,6} ('0100007F:1F90' -> ('127.0.0.1', 8080)).
+
+    The kernel prints 8 (IPv4) or 32 (IPv6) hex digits, ':', then 4 hex digits of port;
+    anything else raises ValueError showing the text (TypeError for a non-str).
+    """
+    if not isinstance(hex_addr, str):
+        raise TypeError(f"decode_proc_address() needs a str such as '0100007F:1F90', got {type(hex_addr).__name__}")
+    match = _PROC_ADDRESS.fullmatch(hex_addr)
+    if match is None:
+        raise ValueError(
+            f"not a /proc/net address column: {hex_addr!r}; expected 8 or 32 hex digits, ':', "
+            "4 hex digits (e.g. '0100007F:1F90')"
+        )
+    host_hex, port_hex = match.groups()
     raw = bytes.fromhex(host_hex)
     # The kernel prints each 32-bit word of the address in host byte order.
     words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
@@ -318,26 +347,61 @@ _LITTLE_ENDIAN = struct.pack("=I", 1) == struct.pack("<I", 1)
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def parse_proc_tcp(text: str) -> Iterator[SocketEntry]:
-    """The rows of a /proc/net/tcp or tcp6 text as SocketEntry, in file order."""
-    for line in text.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) < 10:
-            continue
-        tx_q, rx_q = (int(x, 16) for x in cols[4].split(":"))
-        timer_kind, when = cols[5].split(":")
-        yield SocketEntry(
-            state=TcpState(int(cols[3], 16)),
+_HEX_PAIR = re.compile(r"([0-9A-Fa-f]+):([0-9A-Fa-f]+)")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+_DECIMAL = re.compile(r"[0-9]+")
+
+
+def _proc_number(text: str, pattern: re.Pattern[str], what: str) -> int:
+    if pattern.fullmatch(text) is None:
+        raise ValueError(f"{what} is {text!r}")
+    return int(text, 16 if pattern is _HEX else 10)
+
+
+def _proc_row(line: str, cols: list[str]) -> SocketEntry:
+    """The columns /proc/net/{tcp,udp}{,6} share, decoded; ValueError naming the line."""
+    try:
+        queues, timer = _HEX_PAIR.fullmatch(cols[4]), _HEX_PAIR.fullmatch(cols[5])
+        if queues is None or timer is None:
+            raise ValueError(f"queues {cols[4]!r} and timer {cols[5]!r} must be hex:hex")
+        state = _proc_number(cols[3], _HEX, "the state")
+        if state not in {s.value for s in TcpState}:
+            raise ValueError(f"state {state} is no TCP state (1-12)")
+        timer_kind = int(timer[1], 16)
+        return SocketEntry(
+            state=TcpState(state),
             local=decode_proc_address(cols[1]),
             remote=decode_proc_address(cols[2]),
-            send_q=tx_q,
-            recv_q=rx_q,
-            timer=TimerKind(int(timer_kind, 16)) if int(timer_kind, 16) <= 4 else TimerKind.NONE,
-            timer_s=int(when, 16) / _CLK_TCK,
-            retransmits=int(cols[6], 16),
-            uid=int(cols[7]),
-            inode=int(cols[9]),
+            send_q=int(queues[1], 16),
+            recv_q=int(queues[2], 16),
+            timer=TimerKind(timer_kind) if timer_kind <= 4 else TimerKind.NONE,
+            timer_s=int(timer[2], 16) / _CLK_TCK,
+            retransmits=_proc_number(cols[6], _HEX, "retrnsmt"),
+            uid=_proc_number(cols[7], _DECIMAL, "uid"),
+            inode=_proc_number(cols[9], _DECIMAL, "inode"),
         )
+    except ValueError as exc:
+        raise ValueError(f"not a /proc/net socket row ({exc}): {line[:200]!r}") from None
+
+
+def parse_proc_tcp(text: str) -> Iterator[SocketEntry]:
+    """The rows of a /proc/net/tcp or tcp6 text as SocketEntry, in file order.
+
+    The first line (the header) is skipped, and so is any line of fewer than 10 columns
+    (a blank line). A line with 10 or more columns that is not a socket row (non-hex, a
+    state that is no TCP state, a malformed address) raises ValueError showing the line.
+    TypeError for a text that is not a str.
+    """
+    if not isinstance(text, str):  # checked now, not at the first next()
+        raise TypeError(f"parse_proc_tcp() needs the str text of /proc/net/tcp, got {type(text).__name__}")
+
+    def rows() -> Iterator[SocketEntry]:
+        for line in text.splitlines()[1:]:
+            cols = line.split()
+            if len(cols) >= 10:
+                yield _proc_row(line, cols)
+
+    return rows()
 
 
 # NETLINK_SOCK_DIAG numbers, from <linux/netlink.h>, <linux/sock_diag.h>, <linux/inet_diag.h>
@@ -396,11 +460,15 @@ def _sock_diag_lookup(local: Address, remote: Address) -> SocketEntry | None:
 def _check_addr(name: str, addr: Address | None) -> Address | None:
     if addr is None:
         return None
-    if not (isinstance(addr, tuple) and len(addr) >= 2 and isinstance(addr[1], int)):
-        raise TypeError(f"{name} must be a (host, port) tuple, got {addr!r}")
+    if not (isinstance(addr, tuple) and len(addr) >= 2 and isinstance(addr[0], str)
+            and isinstance(addr[1], int) and not isinstance(addr[1], bool)):
+        raise TypeError(f"{name} must be a (host, port) tuple such as ('127.0.0.1', 8080), got {addr!r}")
     if not 0 <= addr[1] <= 65535:
         raise ValueError(f"{name} port must be 0-65535, got {addr[1]}")
-    return (str(ipaddress.ip_address(addr[0])), addr[1])
+    try:
+        return (str(ipaddress.ip_address(addr[0])), addr[1])
+    except ValueError:
+        raise ValueError(f"{name} host must be an IP address such as '127.0.0.1', got {addr[0]!r}") from None
 
 
 def socket_table(
@@ -416,12 +484,16 @@ def socket_table(
     4-tuple); `port` matches either end; `states` keeps only those states ('TIME_WAIT', ...).
     Given the whole 4-tuple (and no `port`), the kernel is asked for that one connection
     over NETLINK_SOCK_DIAG, which stays fast in a namespace with many thousands of sockets;
-    otherwise /proc/net/tcp and tcp6 are read whole.
+    otherwise /proc/net/tcp and tcp6 are read whole. TypeError or ValueError, naming the
+    argument, for an address that is not an (IP str, port) tuple, a port outside 0-65535,
+    or `states` that is not a list of state names.
     """
     require_linux("the socket table (/proc/net/tcp)")
     local, remote = _check_addr("local", local), _check_addr("remote", remote)
-    if port is not None and not (isinstance(port, int) and 0 <= port <= 65535):
+    if port is not None and (isinstance(port, bool) or not (isinstance(port, int) and 0 <= port <= 65535)):
         raise ValueError(f"port must be an int in 0-65535, got {port!r}")
+    if states is not None and (isinstance(states, (str, TcpState)) or not isinstance(states, Iterable)):
+        raise TypeError(f"states must be a list of state names, such as ['LISTEN'], got {states!r}")
     wanted = {TcpState.parse(s) for s in states} if states is not None else None
     if local is not None and remote is not None and port is None:
         # A whole 4-tuple names one connection: ask the kernel for it alone, as ``ss``
@@ -461,8 +533,10 @@ def entries_for(sock: socket.socket) -> SocketTable:
     """Both ends of `sock`'s connection as rows of the socket table (this end first).
 
     A listening socket gives its one LISTEN row. Works after close() as long as you
-    saved the addresses: see socket_table(local=..., remote=...).
+    saved the addresses: see socket_table(local=..., remote=...). TypeError for a socket
+    that is not TCP, ValueError for a closed one.
     """
+    _require_tcp_socket(sock, "entries_for()")
     local = sock.getsockname()[:2]
     try:
         remote = sock.getpeername()[:2]
@@ -490,7 +564,7 @@ class Counters(Mapping[str, int]):
         try:
             return self._values[key]
         except KeyError:
-            close = difflib.get_close_matches(key, self._values, n=3)
+            close = difflib.get_close_matches(str(key), self._values, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise KeyError(f"no kernel counter {key!r}{hint}") from None
 
@@ -573,10 +647,24 @@ class FdEntry:
     socket_inode: int | None
 
 
+def _check_pid(pid: int | str) -> int | str:
+    """`pid` if it is a positive int or 'self'; ValueError otherwise, ProcessLookupError if
+    no such process exists."""
+    if isinstance(pid, bool) or not (pid == "self" or isinstance(pid, int) and pid > 0):
+        raise ValueError(f"pid must be a positive int or 'self', got {pid!r}")
+    if not Path(f"/proc/{pid}").exists():
+        raise ProcessLookupError(f"no process with pid {pid}")
+    return pid
+
+
 def open_fds(pid: int | str = "self") -> list[FdEntry]:
-    """The open fds of a process (default: this one), as ``ls -l /proc/PID/fd`` shows them."""
+    """The open fds of a process (default: this one), as ``ls -l /proc/PID/fd`` shows them.
+
+    ValueError for a pid that is not a positive int or 'self', ProcessLookupError for a
+    process that does not exist, PermissionError for another user's process.
+    """
     require_linux("the fd listing (/proc/PID/fd)")
-    base = Path(f"/proc/{pid}/fd")
+    base = Path(f"/proc/{_check_pid(pid)}/fd")
     out = []
     for entry in sorted(base.iterdir(), key=lambda p: int(p.name)):
         try:

@@ -48,16 +48,21 @@ def figure(title: str, xlabel: str, ylabel: str, *, ncols: int = 1, **subplots: 
     """A new figure and axes in the course style, titled and labelled with units.
 
     Returns (fig, ax); with ncols > 1, `ax` is the array of axes, each labelled alike.
+    Every argument is checked before the figure exists, so a bad one leaves no open figure.
     """
     import matplotlib.pyplot as plt
 
-    if not title:
-        raise ValueError("every plot needs a title")
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"every plot needs a title (a non-empty str), got {title!r}")
+    _check_label("x", xlabel)
+    _check_label("y", ylabel)
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or not 1 <= ncols <= 10:
+        raise ValueError(f"ncols must be an int in 1-10 (side-by-side axes), got {ncols!r}")
     apply_style()
     fig, ax = plt.subplots(ncols=ncols, **subplots)
     fig.suptitle(title) if ncols > 1 else ax.set_title(title)
     for a in ax if ncols > 1 else [ax]:
-        a.set_xlabel(_check_label("x", xlabel))
-        a.set_ylabel(_check_label("y", ylabel))
+        a.set_xlabel(xlabel)
+        a.set_ylabel(ylabel)
     fig.set_layout_engine("constrained")
     return fig, ax

@@ -16,7 +16,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from .observe import TcpInfo, tcp_info
 
@@ -24,6 +24,7 @@ __all__ = ["Sample", "sample_tcp_info", "rise_times"]
 
 _MIN_EVERY_S = 0.001  # below a millisecond the loop only burns CPU that the experiment needs
 _PROGRESS_AFTER_S = 2.0  # the course shows progress for anything longer than this
+_COUNTERS = tuple(f.name for f in fields(TcpInfo) if f.name != "state")  # every int field
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ def sample_tcp_info(
     for name, value, limit in (("duration_s", duration_s, 3600.0), ("every_s", every_s, 60.0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limit:
             raise ValueError(f"{name} must be a number of seconds in (0, {limit:g}], got {value!r}")
+    if progress is not None and not isinstance(progress, str):
+        raise ValueError(f"progress must be a label (str) or None, got {progress!r}")
     every_s = max(every_s, _MIN_EVERY_S)
     bar = None
     if progress is not None and duration_s > _PROGRESS_AFTER_S:
@@ -77,13 +80,17 @@ def rise_times(samples: Sequence[Sample], field: str) -> list[float]:
 
     A rise by k between two samples gives k entries with the same time, so
     ``len(rise_times(s, "segs_out"))`` is the number of segments sent while sampling.
-    Raises ValueError for a field TcpInfo does not have or this kernel did not report.
+    Raises ValueError for a field that is not a TcpInfo counter or that this kernel did not
+    report, and TypeError unless `samples` is a list of Sample (what sample_tcp_info returns).
     """
+    if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence) or not all(
+        isinstance(s, Sample) for s in samples
+    ):
+        raise TypeError(f"samples must be the list of Sample that sample_tcp_info() returns, got {samples!r:.200}")
+    if field not in _COUNTERS:
+        raise ValueError(f"TcpInfo has no field {field!r}; counters include: {', '.join(_COUNTERS)}")
     if not samples:
         return []
-    if not hasattr(samples[0].info, field):
-        known = ", ".join(k for k in samples[0].info.as_dict() if k != "state")
-        raise ValueError(f"TcpInfo has no field {field!r}; counters include: {known}")
     values = [getattr(s.info, field) for s in samples]
     if any(v is None for v in values):
         raise ValueError(f"this kernel does not report tcp_info.{field}")

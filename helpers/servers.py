@@ -65,7 +65,10 @@ _live_lock = threading.Lock()
 def register(server: Any) -> None:
     """Add a running server (anything with ``stop(raise_errors=...)``) to the registry, so
     ``stop_all()`` and the leak checks see it. Servers defined in other helpers modules
-    call this when they start and ``unregister`` when they stop."""
+    call this when they start and ``unregister`` when they stop. TypeError for an object
+    without a stop() method (stop_all() could not stop it)."""
+    if not callable(getattr(server, "stop", None)):
+        raise TypeError(f"register() needs a server with a stop(raise_errors=...) method, got {server!r}")
     with _live_lock:
         _live.add(server)
 
@@ -111,8 +114,46 @@ def _check_port(port: int) -> int:
     return port
 
 
+def _check_seconds(name: str, value: float, *, high: float = 1e9, zero_ok: bool = False) -> float:
+    """`value` as a float if it is a number of seconds in (0, high] (or [0, high] when
+    zero_ok); TypeError for a non-number (a bool included), ValueError for NaN, infinity or
+    out of range. The default `high`, 1e9 s (31 years), only keeps float() and deadlines
+    finite. Shared by the helpers modules that take timeouts and durations."""
+    interval = f"{'[' if zero_ok else '('}0, {high:g}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds in {interval}, got {type(value).__name__} {value!r}")
+    if not (0 <= value if zero_ok else 0 < value) or not value <= high:  # NaN fails both comparisons
+        raise ValueError(f"{name} must be a number of seconds in {interval}, got {value!r}")
+    return float(value)
+
+
+def _check_backlog(backlog: int) -> int:
+    # listen() takes a C int; the kernel silently caps it at net.core.somaxconn (4096 by default).
+    if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= 65535:
+        raise ValueError(f"backlog must be an int >= 0 (at most 65535, and the kernel caps it), got {backlog!r}")
+    return backlog
+
+
+def _check_loopback(host: str) -> str:
+    """`host` if it is a loopback IP literal: course servers never listen on the network
+    (on JupyterHub other users share it), and hygiene.leftovers() flags any that do."""
+    family_for(host)  # TypeError or ValueError for a host that is no IP address
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"host must be a loopback address such as '127.0.0.1' or '::1' (course servers never "
+                         f"listen on the network), got {host!r}")
+    return host
+
+
+def _check_handler(handler: Any, signature: str) -> None:
+    if handler is not None and not callable(handler):
+        raise TypeError(f"handler must be a function {signature}, or None; got {handler!r}")
+
+
 def family_for(host: str) -> socket.AddressFamily:
-    """AF_INET or AF_INET6 for an IP address literal; ValueError naming the host otherwise."""
+    """AF_INET or AF_INET6 for an IP address literal; TypeError for a non-str (ipaddress
+    would take the int 1 as '0.0.0.1'), ValueError naming the host otherwise."""
+    if not isinstance(host, str):
+        raise TypeError(f"host must be an IP str such as '127.0.0.1' or '::1', got {type(host).__name__} {host!r}")
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -132,23 +173,33 @@ def listening_socket(
     reuse_port: bool = False,
 ) -> socket.socket:
     """A non-blocking TCP socket bound to (host, port) and listening; closed again if
-    bind() or listen() fails (the rollback socketserver.TCPServer does too)."""
+    bind() or listen() fails (the rollback socketserver.TCPServer does too). ValueError
+    for a host that is not an address of this machine (EADDRNOTAVAIL)."""
     _check_port(port)
-    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
-        raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
+    _check_backlog(backlog)
     sock = socket.socket(family_for(host), socket.SOCK_STREAM)
     try:
         if reuse_addr:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        _bind(sock, host, port)
         sock.listen(backlog)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _bind(sock: socket.socket, host: str, port: int) -> None:
+    """bind(), with EADDRNOTAVAIL turned into a ValueError that names the host."""
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(f"host {host!r} is not an address of this machine; bind '127.0.0.1' (or '::1')") from exc
+        raise
 
 
 class _BackgroundServer:
@@ -201,6 +252,7 @@ class _BackgroundServer:
 
     def result(self, timeout_s: float = 5.0) -> Any:
         """The next value a handler returned; TimeoutError if none arrives in time."""
+        timeout_s = _check_seconds("timeout_s", timeout_s, zero_ok=True)
         try:
             return self.results.get(timeout=timeout_s)
         except queue.Empty:
@@ -210,8 +262,11 @@ class _BackgroundServer:
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Stop serving, close every socket, join the threads. Safe to call twice.
 
-        Raises ServerError if a handler raised (unless raise_errors is False).
+        Raises ServerError if a handler raised (unless raise_errors is False). A handler
+        still running after `timeout_s` (blocked on something other than its socket) is
+        left behind with a ResourceWarning naming its thread; stop() returns anyway.
         """
+        timeout_s = _check_seconds("timeout_s", timeout_s, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             self._stopping.set()
@@ -268,8 +323,6 @@ class _StreamServer(_BackgroundServer):
     """Accept connections and run `handler(conn)` for each in its own thread."""
 
     def __init__(self, sock: socket.socket, handler: StreamHandler | None, *, accept: bool, name: str):
-        if handler is not None and not callable(handler):
-            raise TypeError(f"handler must be a function taking a socket, or None; got {handler!r}")
         self.handler = handler
         self.accept_connections = accept
         self.accepted = 0
@@ -327,7 +380,7 @@ class _StreamServer(_BackgroundServer):
 
 
 class TCPServer(_StreamServer):
-    """A TCP server in a background thread, one thread per connection.
+    """A TCP server in a background thread, one thread per connection, on a loopback address.
 
     ``handler(conn)`` runs for each accepted connection; its return value goes on
     ``.results``. With ``handler=None`` connections are accepted and held open without
@@ -347,7 +400,8 @@ class TCPServer(_StreamServer):
         accept: bool = True,
         reuse_addr: bool = True,
     ):
-        sock = listening_socket(host, port, backlog=backlog, reuse_addr=reuse_addr)
+        _check_handler(handler, "taking a socket")  # before the socket exists, so nothing leaks
+        sock = listening_socket(_check_loopback(host), port, backlog=backlog, reuse_addr=reuse_addr)
         self._address = sock.getsockname()[:2]
         super().__init__(sock, handler, accept=accept, name=f"tcp:{self._address[1]}")
 
@@ -360,6 +414,12 @@ class UnixStreamServer(_StreamServer):
     kind = "unix"
 
     def __init__(self, handler: StreamHandler | None = None, *, path: str | bytes | None = None, backlog: int = 128):
+        _check_handler(handler, "taking a socket")
+        _check_backlog(backlog)
+        if path is not None and not isinstance(path, (str, bytes)):
+            raise TypeError(f"path must be a str or bytes socket path (or None for a fresh one), got {path!r}")
+        if path is not None and not path:
+            raise ValueError("path must not be empty; pass None for a fresh path in a temporary directory")
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
         if path is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="course-unix-")
@@ -388,20 +448,19 @@ class UnixStreamServer(_StreamServer):
 
 
 class UDPServer(_BackgroundServer):
-    """A UDP server in a background thread: ``handler(data, addr)`` runs per datagram and
-    its return value, unless None, is sent back to the sender. Every (addr, data) received
-    also goes on ``.results``."""
+    """A UDP server on a loopback address, in a background thread: ``handler(data, addr)``
+    runs per datagram and its return value, unless None, is sent back to the sender. Every
+    (addr, data) received also goes on ``.results``."""
 
     kind = "udp"
 
     def __init__(self, handler: DatagramHandler | None = None, *, host: str = "127.0.0.1", port: int = 0):
         _check_port(port)
-        if handler is not None and not callable(handler):
-            raise TypeError(f"handler must be a function (data, addr) -> bytes | None, got {handler!r}")
+        _check_handler(handler, "(data, addr) -> bytes | None")
         self.handler = handler
-        sock = socket.socket(family_for(host), socket.SOCK_DGRAM)
+        sock = socket.socket(family_for(_check_loopback(host)), socket.SOCK_DGRAM)
         try:
-            sock.bind((host, port))
+            _bind(sock, host, port)
             sock.setblocking(False)
             self._address = sock.getsockname()[:2]
         except BaseException:
@@ -444,7 +503,8 @@ class ProcessServer:
     kind = "process"
 
     def __init__(self, behaviour: str = "echo", *, start_timeout_s: float = 10.0):
-        if behaviour not in STREAM_BEHAVIOURS:
+        start_timeout_s = _check_seconds("start_timeout_s", start_timeout_s, high=600)
+        if not isinstance(behaviour, str) or behaviour not in STREAM_BEHAVIOURS:
             raise ValueError(f"unknown behaviour {behaviour!r}; choose one of {sorted(STREAM_BEHAVIOURS)}")
         self.behaviour = behaviour
         self.name = f"process:{behaviour}"
@@ -496,7 +556,11 @@ class ProcessServer:
         return self.process.poll() is None
 
     def stderr_tail(self, limit: int = 2000) -> str:
-        """The last `limit` characters the child wrote to stderr."""
+        """The last `limit` characters the child wrote to stderr ('' once stopped)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ValueError(f"limit must be an int >= 0 (characters), got {limit!r}")
+        if self._stderr.closed or limit == 0:
+            return ""
         self._stderr.seek(0)
         return self._stderr.read().decode(errors="replace")[-limit:]
 
@@ -504,14 +568,23 @@ class ProcessServer:
         """Freeze the child (SIGSTOP): its kernel still answers TCP, the program does not.
 
         Signals are delivered asynchronously, so this waits until /proc says it stopped.
+        RuntimeError if the child has exited (killed, or the server stopped).
         """
+        self._check_alive("pause", timeout_s)
         self.process.send_signal(signal.SIGSTOP)
         self._wait_for_state(lambda state: state in "tT", "stopped", timeout_s)
 
     def resume(self, timeout_s: float = 2.0) -> None:
-        """Unfreeze the child (SIGCONT) and wait until it runs again."""
+        """Unfreeze the child (SIGCONT) and wait until it runs again; RuntimeError if it exited."""
+        self._check_alive("resume", timeout_s)
         self.process.send_signal(signal.SIGCONT)
         self._wait_for_state(lambda state: state not in "tT", "running", timeout_s)
+
+    def _check_alive(self, action: str, timeout_s: float) -> None:
+        _check_seconds("timeout_s", timeout_s, high=60)
+        if self.process.poll() is not None:
+            raise RuntimeError(f"cannot {action} {self.name}: its child exited with code {self.process.returncode}; "
+                               "start a new ProcessServer")
 
     def _wait_for_state(self, ok: Callable[[str], bool], what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -532,6 +605,7 @@ class ProcessServer:
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Resume if paused, ask the child to exit (SIGTERM), kill it if it does not."""
         del raise_errors  # the child's failures are reported by stderr_tail()
+        timeout_s = _check_seconds("timeout_s", timeout_s, zero_ok=True)
         if self._stopped:
             return
         self._stopped = True

@@ -21,17 +21,18 @@ arithmetic. It never writes a sysctl.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import random
 import socket
 import struct
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from .diagrams import SequenceDiagram
 from .features import kernel_version, require_linux
-from .observe import SocketEntry, SocketTable, TcpState, socket_table
+from .observe import SocketEntry, SocketTable, TcpState, _check_addr, socket_table
+from .servers import _check_seconds
 
 __all__ = [
     "TIME_WAIT_S",
@@ -95,8 +96,7 @@ def wait_for_state(local: Address, remote: Address, state: str | TcpState, *, ti
     """
     require_linux("the socket table (/proc/net/tcp)")
     want = TcpState.parse(state)
-    if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s <= 60):
-        raise ValueError(f"timeout_s must be a number of seconds in (0, 60], got {timeout_s!r}")
+    timeout_s = _check_seconds("timeout_s", timeout_s, high=60)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = socket_table(local=local, remote=remote)
@@ -114,9 +114,11 @@ def wait_for_state(local: Address, remote: Address, state: str | TcpState, *, ti
 def wait_gone(local: Address, remote: Address, *, timeout_s: float = 2.0) -> SocketTable:
     """Wait until no socket with this 4-tuple is left in /proc/net/tcp; return the empty table.
 
-    Raises TimeoutError naming the states still there.
+    Raises TimeoutError naming the states still there; TypeError/ValueError for a timeout
+    that is not a number of seconds in (0, 120] (TIME_WAIT lasts 60 s).
     """
     require_linux("the socket table (/proc/net/tcp)")
+    timeout_s = _check_seconds("timeout_s", timeout_s, high=120)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = socket_table(local=local, remote=remote)
@@ -133,12 +135,15 @@ def wait_for_count(
     """Wait until at least `count` sockets connected to `remote` show `state`; return them.
 
     One table read per poll, so it is quick even when the namespace holds many sockets.
-    Raises TimeoutError with the states seen.
+    Raises TimeoutError with the states seen; ValueError for a bad count or a timeout that
+    is not a number of seconds in (0, 120].
     """
     require_linux("the socket table (/proc/net/tcp)")
     want = TcpState.parse(state)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive number of sockets, got {count!r}")
+    timeout_s = _check_seconds("timeout_s", timeout_s, high=120)
+    _check_addr("remote", remote)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = socket_table(remote=remote)
@@ -168,16 +173,23 @@ def pack_port_range(lo: int, hi: int) -> bytes:
     `hi` >= 32768 overflows it. lo = hi = 0 clears the option. Raises ValueError for ports
     outside 0-65535 or lo > hi (the kernel answers EINVAL to that).
     """
-    for name, port in (("lo", lo), ("hi", hi)):
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"{name} must be a port number 0-65535, got {port!r}")
+    _check_ports(lo, hi)
     if lo > hi:
         raise ValueError(f"the range is empty: lo={lo} > hi={hi}; the kernel would answer EINVAL")
     return struct.pack("=I", lo | hi << 16)
 
 
+def _check_ports(lo: int, hi: int, prefix: str = "") -> None:
+    for name, port in (("lo", lo), ("hi", hi)):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"{prefix}{name} must be a port number 0-65535, got {port!r}")
+
+
 def unpack_port_range(raw: bytes) -> tuple[int, int]:
-    """Decode getsockopt(IPPROTO_IP, IP_LOCAL_PORT_RANGE, 4) into (lo, hi)."""
+    """Decode getsockopt(IPPROTO_IP, IP_LOCAL_PORT_RANGE, 4) into (lo, hi); ValueError
+    unless `raw` is exactly 4 bytes, TypeError for a non-bytes value."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise TypeError(f"unpack_port_range() needs the 4 bytes of getsockopt(), got {type(raw).__name__} {raw!r}")
     if len(raw) != 4:
         raise ValueError(f"IP_LOCAL_PORT_RANGE is a 4-byte u32, got {len(raw)} bytes")
     (value,) = struct.unpack("=I", raw)
@@ -190,7 +202,7 @@ def unpack_port_range(raw: bytes) -> tuple[int, int]:
 def read_sysctl(name: str) -> str:
     """Read /proc/sys/net/ipv4/<name> (never written here). FileNotFoundError names the kernel gap."""
     require_linux(f"net.ipv4.{name}")
-    if not name or "/" in name or name.startswith("."):
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name or name.startswith("."):
         raise ValueError(f"a net.ipv4 sysctl name such as 'tcp_tw_reuse', got {name!r}")
     path = _SYSCTL / name
     try:
@@ -221,6 +233,10 @@ def tw_reuse_delay_ms() -> int | None:
 
 def window_starts(used: set[int], lo: int, hi: int, size: int) -> list[int]:
     """Every p in [lo, hi - size + 1] such that ports p .. p + size - 1 are all outside `used`."""
+    _check_ports(lo, hi)
+    _check_size(size, 65536)
+    if not all(isinstance(p, int) for p in used):
+        raise TypeError(f"used must hold port numbers (ints), got {sorted(map(repr, used))[:5]}")
     inside = sorted(p for p in used if lo <= p <= hi)
     starts: list[int] = []
     for gap_lo, gap_hi in zip([lo - 1, *inside], [*inside, hi + 1]):  # free ports lie strictly between
@@ -243,18 +259,22 @@ def free_port_window(
     no such window. Given `toward`, the server our connects will go to, the window may then
     include ports whose only users are connections to other destinations: the kernel lends
     a port to connect() whenever the 4-tuple differs (unless the port was bound explicitly).
+    ValueError for a size outside 1-1000 or ports outside 0-65535, TypeError for a `within`
+    that is not a (lo, hi) tuple or a `toward` that is not a (host, port) tuple.
     """
     require_linux("the socket table (/proc/net/tcp)")
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1000:
-        raise ValueError(f"size must be 1-1000 ports, got {size!r}")
+    _check_size(size, 1000)
+    if within is not None and not (isinstance(within, tuple) and len(within) == 2):
+        raise TypeError(f"within must be a (lo, hi) tuple of ports such as (40000, 40999), got {within!r}")
+    toward = _check_addr("toward", toward)
     lo, hi = within if within is not None else local_port_range()
+    _check_ports(lo, hi, "within: ")
     if hi - lo + 1 < size:
         raise ValueError(f"the range {lo}-{hi} holds fewer than {size} ports")
     table = socket_table()
     used = {e.local[1] for e in table}
     starts = window_starts(used, lo, hi, size)
     if not starts and toward is not None:
-        toward = (str(ipaddress.ip_address(toward[0])), toward[1])
         conflicting = {e.local[1] for e in table if e.remote == toward or e.remote[1] == 0}
         starts = window_starts(conflicting, lo, hi, size)
     if not starts:
@@ -266,6 +286,11 @@ def free_port_window(
         )
     start = random.SystemRandom().choice(starts)
     return start, start + size - 1
+
+
+def _check_size(size: int, most: int) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= most:
+        raise ValueError(f"size must be 1-{most} ports, got {size!r}")
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -287,9 +312,8 @@ def ports_held(rate_per_s: float, t_s: float, *, time_wait_s: float = TIME_WAIT_
     rate * time_wait_s (if the range is big enough).
     """
     rate = _check_rate(rate_per_s)
-    if t_s < 0:
-        raise ValueError(f"t_s must be >= 0 s, got {t_s}")
-    return rate * min(t_s, time_wait_s)
+    t_s = _check_seconds("t_s", t_s, zero_ok=True)
+    return rate * min(t_s, _check_seconds("time_wait_s", time_wait_s))
 
 
 def exhaustion_time_s(rate_per_s: float, ports: int, *, time_wait_s: float = TIME_WAIT_S) -> float:
@@ -297,6 +321,7 @@ def exhaustion_time_s(rate_per_s: float, ports: int, *, time_wait_s: float = TIM
     IP:port has every one of `ports` ports in TIME_WAIT; math.inf if it never does (the
     rate is at most ports / time_wait_s, the highest sustainable rate)."""
     rate = _check_rate(rate_per_s)
+    time_wait_s = _check_seconds("time_wait_s", time_wait_s)
     if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
         raise ValueError(f"ports must be a positive count, got {ports!r}")
     if rate * time_wait_s <= ports:
@@ -324,6 +349,11 @@ def close_diagram(
     """
     if first not in ("client", "server"):
         raise ValueError(f"first must be 'client' or 'server', got {first!r}")
+    for name, value in (("after_first", after_first), ("after_second", after_second)):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{name} must be a dict such as {{'client': 'FIN_WAIT2', 'server': None}}, got {value!r}")
+    if timer_s is not None:
+        _check_seconds("timer_s", timer_s, zero_ok=True)
     second = "server" if first == "client" else "client"
     a, p = first.capitalize(), second.capitalize()
 
@@ -351,6 +381,9 @@ def close_diagram(
 
 def matrix_html(results: dict[tuple[bool, bool], str]) -> str:
     """An HTML 2x2 table of restart outcomes keyed by (old sets SO_REUSEADDR, new sets it)."""
+    if not isinstance(results, Mapping):
+        raise TypeError(f"results must be a dict {{(old_reuse, new_reuse): outcome}}, got {results!r}")
+
     def cell(key: tuple[bool, bool]) -> str:
         outcome = results.get(key, "not run")
         colour = "#2e7d32" if outcome == "restarted" else "#c62828"

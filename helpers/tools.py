@@ -40,8 +40,10 @@ from pathlib import Path
 
 from .addresses import _parse_if_inet6
 from .features import require_linux
-from .observe import Address, TcpState, open_fds, parse_proc_tcp, socket_table
+from .observe import Address, TcpState, _check_pid, open_fds, parse_proc_tcp, socket_table
 from .packets import build_icmp_echo, parse_icmp, parse_ipv4
+from .servers import _check_seconds
+from .unix import UnixState, unix_table
 
 __all__ = [
     "OpenFile",
@@ -102,23 +104,15 @@ def _addr(a: Address) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-_UNIX_TYPES = {1: "STREAM", 2: "DGRAM", 5: "SEQPACKET"}
-_UNIX_STATES = {1: "UNCONNECTED", 2: "CONNECTING", 3: "CONNECTED", 4: "DISCONNECTING"}
-_SO_ACCEPTCON = 0x10000  # the Flags column of a listening Unix socket
-
-
 def unix_sockets() -> dict[int, tuple[str, str, str]]:
-    """/proc/net/unix as {inode: (type, state, path)}; an abstract name starts with '@',
-    an unnamed socket (socketpair(), a client) has path ''."""
-    require_linux("/proc/net/unix")
+    """/proc/net/unix as {inode: (type, state, path)}, e.g. ('STREAM', 'LISTEN', '/tmp/x.sock');
+    an abstract name starts with '@', an unnamed socket (socketpair(), a client) has path ''.
+    Parsed by unix.parse_proc_net_unix, which also rejoins a path containing a newline."""
     out: dict[int, tuple[str, str, str]] = {}
-    for line in (PROC_NET / "unix").read_text().splitlines()[1:]:
-        cols = line.split(None, 7)
-        if len(cols) < 7:
-            continue
-        flags, kind, st, inode = int(cols[3], 16), int(cols[4], 16), int(cols[5], 16), int(cols[6])
-        state = "LISTEN" if flags & _SO_ACCEPTCON else _UNIX_STATES.get(st, str(st))
-        out[inode] = (_UNIX_TYPES.get(kind, str(kind)), state, cols[7] if len(cols) > 7 else "")
+    for e in unix_table():
+        kind = e.type.name.removeprefix("SOCK_") if isinstance(e.type, socket.SocketKind) else str(e.type)
+        state = "LISTEN" if e.listening else e.state.name if isinstance(e.state, UnixState) else str(e.state)
+        out[e.inode] = (kind, state, e.path or "")
     return out
 
 
@@ -139,13 +133,11 @@ def lsof(pid: int | str = "self", *, fds: Iterable[int] | None = None, sockets_o
     Each socket fd is looked up by its inode in /proc/net/{tcp,tcp6,udp,udp6,unix}, giving
     e.g. ``fd 57 -> TCP 127.0.0.1:40001 -> 127.0.0.1:5000 ESTABLISHED``. `fds` keeps only
     those fd numbers; `sockets_only` drops files and pipes. Another user's process gives
-    PermissionError (as lsof shows nothing for it without root).
+    PermissionError (as lsof shows nothing for it without root). ValueError for a pid that
+    is not a positive int or 'self', or `fds` that is not a collection of fd numbers.
     """
-    if isinstance(pid, str) and pid != "self" or isinstance(pid, bool) or (isinstance(pid, int) and pid <= 0):
-        raise ValueError(f"pid must be a positive int or 'self', got {pid!r}")
-    if not Path(f"/proc/{pid}").exists():
-        raise ProcessLookupError(f"no process with pid {pid}")
-    wanted = None if fds is None else set(fds)
+    _check_pid(pid)
+    wanted = None if fds is None else _check_fds(fds)
     tcp = {e.inode: e for e in socket_table()}
     udp = _udp_sockets()
     unix = unix_sockets()
@@ -180,6 +172,13 @@ def lsof(pid: int | str = "self", *, fds: Iterable[int] | None = None, sockets_o
     return table
 
 
+def _check_fds(fds: Iterable[int]) -> set[int]:
+    numbers = list(fds) if isinstance(fds, Iterable) and not isinstance(fds, (str, bytes)) else None
+    if numbers is None or any(isinstance(fd, bool) or not isinstance(fd, int) or fd < 0 for fd in numbers):
+        raise ValueError(f"fds must be a list of fd numbers (ints >= 0), such as [3, 4], got {fds!r}")
+    return set(numbers)
+
+
 # --------------------------------------------------------------------------- ss
 
 
@@ -201,7 +200,7 @@ _SS_STATES = {
     "UNCONN": TcpState.CLOSE, "CLOSE-WAIT": TcpState.CLOSE_WAIT, "LAST-ACK": TcpState.LAST_ACK,
     "LISTEN": TcpState.LISTEN, "CLOSING": TcpState.CLOSING,
 }
-_SS_ADDR = re.compile(r"^\[?(?P<host>[^\]]*?)\]?(?:%[\w.-]+)?:(?P<port>\d+|\*)$")
+_SS_ADDR = re.compile(r"^\[?(?P<host>[^\]]*?)\]?(?:%[\w.-]+)?:(?P<port>\d{1,5}|\*)$", re.ASCII)
 
 
 def _parse_ss_addr(text: str) -> Address:
@@ -217,17 +216,27 @@ def _parse_ss_addr(text: str) -> Address:
         host = f"::ffff:{ip.ipv4_mapped}"  # as observe.socket_table writes them
     else:
         host = str(ip)
-    return (host, 0 if m["port"] == "*" else int(m["port"]))
+    port = 0 if m["port"] == "*" else int(m["port"])
+    if port > 65535:
+        raise ValueError(f"not an ss address: {text!r} (port {port} is above 65535)")
+    return (host, port)
 
 
 def parse_ss(text: str) -> list[SsRow]:
-    """Parse the output of ``ss -tan`` (with or without its header line)."""
+    """Parse the output of ``ss -tan`` (with or without its header line).
+
+    Blank lines and the header are skipped; any other line that is not a row (an unknown
+    state, queues that are not decimal numbers, a bad address) raises ValueError showing it.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_ss() needs the str output of `ss -tan`, got {type(text).__name__}")
     rows: list[SsRow] = []
     for line in text.splitlines():
         cols = line.split()
         if not cols or cols[0] == "State":
             continue
-        if len(cols) < 5 or cols[0] not in _SS_STATES:
+        if len(cols) < 5 or cols[0] not in _SS_STATES or not (cols[1].isascii() and cols[1].isdigit()
+                                                             and cols[2].isascii() and cols[2].isdigit()):
             raise ValueError(f"not an `ss -tan` row: {line!r}")
         rows.append(SsRow(_SS_STATES[cols[0]], int(cols[1]), int(cols[2]),
                           _parse_ss_addr(cols[3]), _parse_ss_addr(cols[4])))
@@ -236,12 +245,20 @@ def parse_ss(text: str) -> list[SsRow]:
 
 def run_ss(*args: str, timeout_s: float = 5.0) -> str | None:
     """Run ``ss`` (iproute2) with `args` (default ``-tan``) and return its output, or None
-    if ss is not installed. Raises RuntimeError with ss's message if it fails."""
+    if ss is not installed. Raises RuntimeError with ss's message if it fails, TimeoutError
+    after `timeout_s` seconds (ss is killed), TypeError for an argument that is not a str."""
+    timeout_s = _check_seconds("timeout_s", timeout_s, high=60)
+    if not all(isinstance(a, str) for a in args):
+        raise TypeError(f"ss arguments must be str, such as run_ss('-tan'), got {args!r}")
     candidates = ("/usr/bin/ss", "/usr/sbin/ss", "/sbin/ss")  # PATH may lack sbin for a normal user
     exe = shutil.which("ss") or next((p for p in candidates if os.path.exists(p)), None)
     if exe is None:
         return None
-    done = subprocess.run([exe, *(args or ("-tan",))], capture_output=True, text=True, timeout=timeout_s, check=False)
+    try:
+        done = subprocess.run([exe, *(args or ("-tan",))], capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
+    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped ss
+        raise TimeoutError(f"ss {' '.join(args)} did not finish within {timeout_s} s") from None
     if done.returncode != 0:
         raise RuntimeError(f"ss {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
@@ -272,12 +289,18 @@ class IfCounters:
 
 
 def parse_proc_net_dev(text: str) -> dict[str, IfCounters]:
-    """Parse /proc/net/dev: two header lines, then 'name: 8 receive and 8 transmit columns'."""
+    """Parse /proc/net/dev: two header lines, then 'name: 8 receive and 8 transmit columns'.
+
+    ValueError showing the first line that is not such a row (no name, fewer than 16
+    columns, a column that is not a decimal number); TypeError for a non-str.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"parse_proc_net_dev() needs the str text of /proc/net/dev, got {type(text).__name__}")
     out: dict[str, IfCounters] = {}
     for line in text.splitlines()[2:]:
         name, sep, rest = line.partition(":")
         cols = rest.split()
-        if not sep or len(cols) < 16:
+        if not sep or not name.strip() or len(cols) < 16 or not all(c.isascii() and c.isdigit() for c in cols):
             raise ValueError(f"not a /proc/net/dev row: {line!r}")
         v = [int(c) for c in cols]
         out[name.strip()] = IfCounters(v[0], v[1], v[2], v[3], v[8], v[9], v[10], v[11])
@@ -444,14 +467,15 @@ def ping(host: str = "127.0.0.1", count: int = 5, *, interval_s: float = 0.01, t
     each reply (RFC 792). Raises PingUnavailable where no ICMP socket may be opened, and
     ValueError for a bad argument."""
     try:
-        ipaddress.IPv4Address(host)
+        ipaddress.IPv4Address(host if isinstance(host, str) else None)  # the int 1 would pass as 0.0.0.1
     except ValueError:
         raise ValueError(f"host must be an IPv4 address such as '127.0.0.1', got {host!r}") from None
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1000:
         raise ValueError(f"count must be an int in 1-1000, got {count!r}")
-    if not 0 <= interval_s <= 10 or not 0 < timeout_s <= 30:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (interval_s, timeout_s))
+    if not numbers or not 0 <= interval_s <= 10 or not 0 < timeout_s <= 30:
         raise ValueError(f"need 0 <= interval_s <= 10 and 0 < timeout_s <= 30, got {interval_s!r}, {timeout_s!r}")
-    if not 0 <= payload_size <= 1400:
+    if isinstance(payload_size, bool) or not isinstance(payload_size, int) or not 0 <= payload_size <= 1400:
         raise ValueError(f"payload_size must be 0-1400 bytes (one unfragmented packet), got {payload_size!r}")
     sock, kind = open_icmp_socket()
     sent_ident = os.getpid() & 0xFFFF

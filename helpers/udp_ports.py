@@ -17,14 +17,16 @@ other socket can bind it unless both set SO_REUSEADDR or SO_REUSEPORT, and ours 
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .features import require_linux
-from .observe import PROC_NET, decode_proc_address
+from .observe import PROC_NET, _proc_row
 from .servers import family_for
 
 __all__ = ["UdpEntry", "udp_table", "UnreachablePort", "unreachable_port"]
@@ -48,20 +50,23 @@ class UdpEntry:
 
 
 def _parse(text: str) -> Iterator[UdpEntry]:
+    """The rows of /proc/net/udp{,6} text: the header and lines of fewer than 13 columns are
+    skipped; another line that is not a row raises ValueError showing it (observe._proc_row)."""
     for line in text.splitlines()[1:]:
         cols = line.split()
         if len(cols) < 13:
             continue
-        tx_q, rx_q = (int(x, 16) for x in cols[4].split(":"))
-        st = int(cols[3], 16)
+        row = _proc_row(line, cols)
+        if not re.fullmatch(r"[0-9]+", cols[12]):
+            raise ValueError(f"not a /proc/net/udp row (drops is {cols[12]!r}): {line[:200]!r}")
         yield UdpEntry(
-            local=decode_proc_address(cols[1]),
-            remote=decode_proc_address(cols[2]),
-            state=_STATES.get(st, f"state {st}"),
-            send_q=tx_q,
-            recv_q=rx_q,
-            uid=int(cols[7]),
-            inode=int(cols[9]),
+            local=row.local,
+            remote=row.remote,
+            state=_STATES.get(row.state.value, f"state {row.state.value}"),
+            send_q=row.send_q,
+            recv_q=row.recv_q,
+            uid=row.uid,
+            inode=row.inode,
             drops=int(cols[12]),
         )
 
@@ -95,8 +100,11 @@ def unreachable_port(host: str = "127.0.0.1") -> Iterator[UnreachablePort]:
 
     Checks /proc/net/udp that the blocker is the only socket on the port; RuntimeError if
     another socket shares it (possible only if someone uses SO_REUSEPORT tricks).
+    ValueError for a host that is not a loopback IP address, TypeError for a non-str.
     """
     family = family_for(host)
+    if not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"host must be a loopback address such as '127.0.0.1' or '::1', got {host!r}")
     blocker = socket.socket(family, socket.SOCK_DGRAM)
     try:
         blocker.bind((host, 0))

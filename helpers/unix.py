@@ -145,8 +145,13 @@ def parse_proc_net_unix(text: bytes | str) -> list[UnixEntry]:
 
 
 def unix_table(path: str | os.PathLike[str] = PROC_NET_UNIX) -> list[UnixEntry]:
-    """Every Unix-domain socket in this network namespace, read from /proc/net/unix now."""
+    """Every Unix-domain socket in this network namespace, read from /proc/net/unix now.
+
+    `path` is for a saved copy of the file; TypeError if it is not a path.
+    """
     require_linux("/proc/net/unix")
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike file path, got {type(path).__name__} {path!r}")
     return parse_proc_net_unix(Path(path).read_bytes())
 
 
@@ -154,15 +159,20 @@ def entry_for(sock: socket.socket, entries: Iterable[UnixEntry] | None = None) -
     """The /proc/net/unix entry of an open AF_UNIX socket, matched by inode.
 
     Reads the table now unless `entries` is given. Raises TypeError for a socket that is
-    not AF_UNIX and LookupError if the kernel lists no such inode (the socket is closed).
+    not AF_UNIX (or `entries` that are not UnixEntry items) and LookupError if the kernel
+    lists no such inode (the socket is closed).
     """
     if not isinstance(sock, socket.socket) or sock.family != socket.AF_UNIX:
         family = getattr(getattr(sock, "family", None), "name", type(sock).__name__)
         raise TypeError(f"entry_for() needs an AF_UNIX socket, got {family}")
     if sock.fileno() < 0:
         raise LookupError("the socket is closed, so it has no /proc/net/unix entry")
+    if entries is not None and (isinstance(entries, (str, bytes)) or not isinstance(entries, Iterable)):
+        raise TypeError(f"entries must be a list of UnixEntry (from unix_table()), or None; got {entries!r}")
     inode = os.fstat(sock.fileno()).st_ino
     for entry in unix_table() if entries is None else entries:
+        if not isinstance(entry, UnixEntry):
+            raise TypeError(f"entries must hold UnixEntry items (from unix_table()), got {entry!r}")
         if entry.inode == inode:
             return entry
     raise LookupError(f"no /proc/net/unix entry for socket inode {inode}")

@@ -15,6 +15,7 @@ outside loopback). A failure is any exception or any leftover; its first line is
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -37,14 +38,23 @@ def one_run(path: Path) -> tuple[str, float, float, str | None]:
     try:
         run = run_notebook(path, timeout_s=180)
     except Exception as exc:  # noqa: BLE001 - a soak records failures, it does not stop on them
-        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
-        return _name(path), time.monotonic() - started, 0.0, last[:160]
+        return _name(path), time.monotonic() - started, 0.0, _why(exc)
     left = {k: v for k, v in run.leftovers.items() if v}
     problem = f"left behind: {left}" if left else None
     allowed = nbformat.read(path, as_version=4).metadata.get("course", {}).get("allow_non_loopback_bind", False)
     if run.non_loopback_binds and not allowed:
         problem = f"bound outside loopback: {run.non_loopback_binds}"
     return _name(path), run.seconds, run.peak_rss_mb, problem
+
+
+def _why(exc: Exception) -> str:
+    """One line: for a failed cell, the source line that raised and the error; else the exception."""
+    if hasattr(exc, "ename"):  # nbclient's CellExecutionError: the kernel's traceback as text
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        arrows = [line.split("---->", 1)[1].strip() for line in text.splitlines() if "---->" in line]
+        where = f"at `{arrows[-1][:160]}`: " if arrows else ""
+        return f"{where}{exc.ename}: {str(exc.evalue)[:300]}"
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()[:300]
 
 
 def _name(path: Path) -> str:

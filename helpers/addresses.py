@@ -38,6 +38,8 @@ __all__ = [
     "special_ranges",
     "addresses_in_prefix",
     "proc_net_row",
+    "loopback_host",
+    "loopback_address",
 ]
 
 PROC_SYS_IPV4 = Path("/proc/sys/net/ipv4")
@@ -67,6 +69,7 @@ def parse_port_list(text: str) -> set[int]:
     ValueError naming the bad item for anything else that is not ports 0-65535 or a
     low-high range with low <= high.
     """
+    _require_text("parse_port_list", text)
     ports: set[int] = set()
     for item in text.strip().split(","):
         item = item.strip()
@@ -101,6 +104,7 @@ def parse_fib_trie(text: str) -> list[ipaddress.IPv4Address]:
     e.g. '/32 host LOCAL'. The Main and Local tables repeat the leaves; each address is
     returned once, sorted.
     """
+    _require_text("parse_fib_trie", text)
     found: set[ipaddress.IPv4Address] = set()
     leaf: str | None = None
     for line in text.splitlines():
@@ -108,8 +112,16 @@ def parse_fib_trie(text: str) -> list[ipaddress.IPv4Address]:
         if stripped.startswith("|--"):
             leaf = stripped[3:].strip()
         elif leaf is not None and stripped.split()[:3] == ["/32", "host", "LOCAL"]:
-            found.add(ipaddress.IPv4Address(leaf))
+            try:
+                found.add(ipaddress.IPv4Address(leaf))
+            except ValueError:
+                raise ValueError(f"not a fib_trie dump: leaf {leaf!r} is not an IPv4 address") from None
     return sorted(found)
+
+
+def _require_text(who: str, text: object) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{who}() parses text (a str read from /proc), got {type(text).__name__} {text!r}")
 
 
 def _parse_if_inet6(text: str) -> list[tuple[ipaddress.IPv6Address, str]]:
@@ -184,6 +196,11 @@ SPECIAL_RANGES: tuple[SpecialRange, ...] = (
 def _as_address(address: str | IPAddress) -> IPAddress:
     if isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return address
+    if not isinstance(address, str):  # ipaddress would take 1 or True as 0.0.0.1, and 4 bytes as packed
+        raise TypeError(
+            f"address must be a str such as '127.0.0.1' or an ipaddress object, got {type(address).__name__} "
+            f"{address!r}"
+        )
     try:
         return ipaddress.ip_address(address)
     except ValueError:
@@ -202,10 +219,12 @@ def addresses_in_prefix(prefix_len: int, version: int = 4) -> int:
 
     Raises ValueError for a version other than 4 or 6, or a prefix outside 0-32 (0-128).
     """
-    bits = {4: 32, 6: 128}.get(version)
+    bits = {4: 32, 6: 128}.get(version) if type(version) is int else None  # not 4.0, not True
     if bits is None:
         raise ValueError(f"version must be 4 or 6, got {version!r}")
-    if isinstance(prefix_len, bool) or not isinstance(prefix_len, int) or not 0 <= prefix_len <= bits:
+    if isinstance(prefix_len, bool) or not isinstance(prefix_len, int):
+        raise TypeError(f"prefix_len must be an int (the N of /N), got {type(prefix_len).__name__} {prefix_len!r}")
+    if not 0 <= prefix_len <= bits:
         raise ValueError(f"an IPv{version} prefix length is 0-{bits} bits, got /{prefix_len}")
     return 2 ** (bits - prefix_len)
 
@@ -218,9 +237,14 @@ def proc_net_row(sock: socket.socket) -> str:
 
     The kernel prints addresses there in hex: each 32-bit word of the IP in host byte
     order and the port as a plain number, which makes it a live byte-order example.
-    Raises LookupError if the socket has no row (closed, or not TCP).
+    Raises LookupError if the socket has no row (closed, or not TCP), TypeError for
+    something that is not a socket.
     """
     require_linux("/proc/net/tcp")
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"proc_net_row() needs a TCP socket, got {type(sock).__name__} {sock!r}")
+    if sock.fileno() == -1:
+        raise LookupError("no row in /proc/net/tcp for a closed socket: a closed socket has no inode any more")
     inode = os.fstat(sock.fileno()).st_ino
     name = "tcp6" if sock.family == socket.AF_INET6 else "tcp"
     for line in (PROC_NET / name).read_text().splitlines()[1:]:
@@ -228,3 +252,43 @@ def proc_net_row(sock: socket.socket) -> str:
         if len(cols) > 9 and int(cols[9]) == inode:
             return line.strip()
     raise LookupError(f"no row in /proc/net/{name} for socket inode {inode}; is it an open TCP socket?")
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def loopback_host(name: str, host: object) -> socket.AddressFamily:
+    """Check that `host` (the argument called `name`) is a loopback IP literal; return its family.
+
+    The course's servers, relays and load generators talk to this machine only: 127.x.y.z
+    or ::1. Raises TypeError for a non-str, ValueError for a name ('localhost'), a malformed
+    address or one outside loopback (such as '0.0.0.0', which listens on every interface).
+    """
+    if not isinstance(host, str):
+        raise TypeError(f"{name} must be an IP address str such as '127.0.0.1' or '::1', got "
+                        f"{type(host).__name__} {host!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{name} must be an IP address such as '127.0.0.1' or '::1', got {host!r}") from None
+    if not ip.is_loopback:
+        raise ValueError(f"{name} must be a loopback address (127.x.y.z or ::1): the course talks to this "
+                         f"machine only, got {host!r}")
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def loopback_address(name: str, address: object) -> tuple[str, int]:
+    """Check that `address` is a (host, port) pair on loopback with a port in 1-65535; return it.
+
+    A list [host, port] is accepted too (JSON turns tuples into lists). Raises TypeError
+    for anything else, ValueError for a host outside loopback or a port out of range.
+    """
+    if not (isinstance(address, (tuple, list)) and len(address) in (2, 4)):
+        raise TypeError(f"{name} must be a (host, port) tuple such as ('127.0.0.1', 8080), got {address!r}")
+    host, port = address[0], address[1]
+    loopback_host(f"{name} host", host)
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"{name} port must be an int in 1-65535, got {type(port).__name__} {port!r}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{name} port must be in 1-65535, got {port}")
+    return host, port

@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .addresses import loopback_host
+from .behaviours import check_connection
 from .servers import THREAD_PREFIX, ServerError, listening_socket, register, unregister
 
 __all__ = [
@@ -60,6 +62,17 @@ HTTP_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 )
 HTTP_BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+MAX_BACKLOG = 65535  # listen() backlogs beyond this are nonsense: Linux caps them at net.core.somaxconn
+MAX_WAIT_S = 600.0  # the longest a start, stop or wait here may be asked to take
+
+
+def _seconds(name: str, value: object, *, zero_ok: bool = False) -> float:
+    """`value` as seconds if it is a number in (0, MAX_WAIT_S] ([0, ...] with zero_ok); NaN, inf, bools refused."""
+    low_ok = (lambda v: v >= 0) if zero_ok else (lambda v: v > 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok(value) and value <= MAX_WAIT_S):
+        raise ValueError(f"{name} must be a number of seconds in {'[' if zero_ok else '('}0, {MAX_WAIT_S:g}], "
+                         f"got {value!r}")
+    return float(value)
 
 
 class ProtocolError(ValueError):
@@ -80,12 +93,19 @@ class HttpResponder:
     """
 
     def __init__(self, max_head: int = MAX_HEAD):
+        if isinstance(max_head, bool) or not isinstance(max_head, int) or not 1 <= max_head <= 1 << 20:
+            raise ValueError(f"max_head must be an int in 1-{1 << 20} bytes, got {max_head!r}")
         self.max_head = max_head
         self._buffer = bytearray()
         self.requests = 0
 
     def feed(self, data: bytes) -> bytes:
-        """Add received bytes; return the responses now due (b'' if a head is incomplete)."""
+        """Add received bytes; return the responses now due (b'' if a head is incomplete).
+
+        `data` must be bytes-like (TypeError otherwise: decode nothing, the wire carries bytes).
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"feed() takes the bytes received (bytes), got {type(data).__name__} {data!r:.60}")
         self._buffer += data
         out = bytearray()
         while (end := self._buffer.find(b"\r\n\r\n")) != -1:
@@ -106,8 +126,9 @@ def http_blocking(conn: socket.socket) -> int:
     """The http service with blocking calls, for servers.TCPServer (thread per connection).
 
     Returns the number of requests answered; a broken request gets its 4xx answer and the
-    connection is closed.
+    connection is closed. Refuses (TypeError/ValueError) what behaviours.check_connection does.
     """
+    check_connection(conn, "http_blocking")
     responder = HttpResponder()
     while data := conn.recv(65536):
         try:
@@ -183,8 +204,10 @@ class AsyncioServer:
                  start_timeout_s: float = 5.0):
         if service not in SERVICES:
             raise ValueError(f"service must be one of {SERVICES}, got {service!r}")
-        if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 0:
-            raise ValueError(f"backlog must be an int >= 0, got {backlog!r}")
+        if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= MAX_BACKLOG:
+            raise ValueError(f"backlog must be an int >= 0 and <= {MAX_BACKLOG}, got {backlog!r}")
+        loopback_host("host", host)  # "host must be an IP address ..." for a name such as 'localhost'
+        _seconds("start_timeout_s", start_timeout_s)
         self.service = service
         self.backlog = backlog
         self.errors: list[BaseException] = []
@@ -260,8 +283,10 @@ class AsyncioServer:
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Stop the loop, close the listener and every connection, join the thread. Idempotent.
 
-        Raises ServerError if the loop reported an error (unless raise_errors is False).
+        Raises ServerError if the loop reported an error (unless raise_errors is False), and
+        ValueError, before stopping anything, if `timeout_s` is not a number in [0, 600].
         """
+        _seconds("timeout_s", timeout_s, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             if not self.loop.is_closed():
@@ -293,9 +318,16 @@ def process_status(pid: int | str = "self") -> dict[str, int]:
 
     VmRSS is memory actually in RAM; VmSize is the address space reserved, which counts
     every thread's whole stack (8 MiB each by default, ``ulimit -s``) even where untouched.
+    `pid` is "self" or a process id (a positive int); ProcessLookupError if there is no such process.
     """
+    if pid != "self" and (isinstance(pid, bool) or not isinstance(pid, int) or pid < 1):
+        raise ValueError(f"pid must be 'self' or a process id (an int >= 1), got {pid!r}")
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        raise ProcessLookupError(f"no process {pid}: /proc/{pid}/status does not exist (has it exited?)") from None
     out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition(":")
         if key in ("Threads", "VmRSS", "VmSize"):
             out[key] = int(value.split()[0])
@@ -322,8 +354,9 @@ def thread_syscalls(tids: list[int] | None = None) -> dict[int, str]:
 
     Reads /proc/self/task/TID/syscall: the syscall number while the thread is blocked in
     one, ``running`` while it runs. Names are known for x86_64 and arm64; elsewhere 'syscall N'.
-    Threads that exit while we read are left out.
+    Threads that exit while we read are left out. `tids` must be a list of ints (thread ids).
     """
+    _check_tids(tids)
     out: dict[int, str] = {}
     for tid in tids if tids is not None else sorted(int(t) for t in Path("/proc/self/task").iterdir()
                                                     if t.name.isdigit()):
@@ -343,6 +376,14 @@ def thread_syscalls(tids: list[int] | None = None) -> dict[int, str]:
     return out
 
 
+def _check_tids(tids: object) -> None:
+    if tids is None:
+        return
+    if not isinstance(tids, (list, tuple, set, frozenset)) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in tids):
+        raise TypeError(f"tids must be a list of thread ids (ints >= 1, e.g. server.thread_native_id), got {tids!r}")
+
+
 def blocked_in(tids: list[int], timeout_s: float = 2.0, *, expect: set[str] | None = None,
                settle_s: float = 0.01) -> dict[int, str]:
     """Like thread_syscalls(tids), once the threads have settled (at most `timeout_s`).
@@ -352,8 +393,17 @@ def blocked_in(tids: list[int], timeout_s: float = 2.0, *, expect: set[str] | No
     sits in the system call it waits in. Settled means: every thread in one of the calls in
     `expect`, if given; otherwise no thread running and the same answer twice, `settle_s`
     apart. At the deadline the latest answer is returned as it is, so a caller that asserts
-    on it sees what the threads were really doing.
+    on it sees what the threads were really doing. `timeout_s` is in (0, 600] s and
+    `settle_s` in (0, 1] s; `expect` is a set of system call names such as {"epoll_wait"}.
     """
+    if tids is None:
+        raise TypeError("blocked_in() needs the thread ids to watch, got None")
+    _check_tids(tids)
+    _seconds("timeout_s", timeout_s)
+    if isinstance(settle_s, bool) or not isinstance(settle_s, (int, float)) or not 0 < settle_s <= 1:
+        raise ValueError(f"settle_s must be a number of seconds in (0, 1], got {settle_s!r}")
+    if expect is not None and not (isinstance(expect, (set, frozenset)) and all(isinstance(e, str) for e in expect)):
+        raise TypeError(f"expect must be a set of system call names such as {{'epoll_wait'}}, or None, got {expect!r}")
     deadline = time.monotonic() + timeout_s
     previous: dict[int, str] = {}
     while True:

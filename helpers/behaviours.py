@@ -3,20 +3,40 @@
 Each stream handler takes one connected socket, runs until the peer closes (or the server
 stops and shuts the socket down), and returns what it observed, which the server puts on
 its ``results`` queue. A learner can read each in a few lines: they are the server halves
-the lessons do not want to spell out again.
+the lessons do not want to spell out again. ``check_connection()`` refuses, before any
+I/O, what a handler cannot serve (a closed, datagram or listening socket).
 """
 
 from __future__ import annotations
 
 import socket
 
-__all__ = ["echo", "discard", "pong", "STREAM_BEHAVIOURS"]
+__all__ = ["echo", "discard", "pong", "STREAM_BEHAVIOURS", "check_connection"]
 
 CHUNK = 64 * 1024  # bytes per recv(): large enough not to be the bottleneck on loopback
 
 
+def check_connection(conn: object, who: str) -> None:
+    """Refuse, before any I/O, what a handler named `who` cannot serve.
+
+    TypeError for something that is not a socket; ValueError for a closed socket, a
+    datagram socket (recv() on an unconnected UDP socket would wait forever) or a
+    listening socket (it has no peer; accept() one of its connections instead).
+    """
+    if not isinstance(conn, socket.socket):
+        raise TypeError(f"{who}() needs a connected stream socket, got {type(conn).__name__} {conn!r}")
+    if conn.fileno() == -1:
+        raise ValueError(f"{who}() needs an open socket; this one is closed")
+    if conn.type != socket.SOCK_STREAM:
+        kind = getattr(conn.type, "name", conn.type)
+        raise ValueError(f"{who}() needs a connected stream (TCP) socket, got a {kind} socket")
+    if conn.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise ValueError(f"{who}() needs a connected socket, got a listening one: pass what accept() returns")
+
+
 def echo(conn: socket.socket) -> int:
     """Send back everything received until EOF; return the number of bytes echoed."""
+    check_connection(conn, "echo")
     total = 0
     while data := conn.recv(CHUNK):
         conn.sendall(data)
@@ -26,6 +46,7 @@ def echo(conn: socket.socket) -> int:
 
 def discard(conn: socket.socket) -> int:
     """Read and drop everything until EOF (like RFC 863's discard); return the byte count."""
+    check_connection(conn, "discard")
     total = 0
     while data := conn.recv(CHUNK):
         total += len(data)
@@ -34,6 +55,7 @@ def discard(conn: socket.socket) -> int:
 
 def pong(conn: socket.socket) -> int:
     """Answer each line b'PING...' with b'PONG...' (a heartbeat responder); return how many."""
+    check_connection(conn, "pong")
     answered = 0
     with conn.makefile("rb") as lines:
         for line in lines:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import ipaddress
 import json
 import os
 import queue
@@ -109,6 +110,79 @@ RECV_SIZE = 65536  # bytes asked of recv() at once: a loopback segment can be th
 #: listen() backlog: Linux caps it at net.core.somaxconn (4096 since 5.4); the C10K demo
 #: opens connections in bursts, and a full accept queue drops SYNs (1 s retransmit).
 BACKLOG = 4096
+MAX_WAIT_S = 600.0  # the longest a start, stop or wait here may be asked to take
+#: Per-model options and their ranges: the one table ModelProcess, start_model() and the
+#: classes' own checks share (the classes run in child processes too, from this file alone).
+OPTIONS: dict[str, dict[str, tuple[int, int]]] = {"pool": {"workers": (1, 256)}, "main-sub": {"subs": (1, 64)}}
+
+
+# ----------------------------------------------------------------- argument checks
+# Standard library only: this file also runs as a script in the server processes.
+
+
+def _count(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int in {low}-{high}, got {value!r}")
+    return value
+
+
+def _seconds(name: str, value: object, *, zero_ok: bool = False) -> float:
+    """Seconds in (0, MAX_WAIT_S] ([0, ...] with zero_ok); NaN, inf and bools are refused."""
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not (number and (value >= 0 if zero_ok else value > 0) and value <= MAX_WAIT_S):  # NaN fails both
+        raise ValueError(f"{name} must be a number of seconds in {'[' if zero_ok else '('}0, {MAX_WAIT_S:g}], "
+                         f"got {value!r}")
+    return float(value)
+
+
+def _check_options(model: str, options: dict[str, Any]) -> None:
+    """The options `model` takes (workers= for pool, subs= for main-sub), each in its range."""
+    allowed = OPTIONS.get(model, {})
+    for key, value in options.items():
+        if key not in allowed:
+            takes = ", ".join(f"{k}=" for k in allowed) or "no options"
+            raise TypeError(f"model {model!r} takes {takes}, got {key}={value!r}")
+        _count(key, value, *allowed[key])
+
+
+def _model_options(options: dict[str, Any], *, in_child: bool) -> dict[str, Any]:
+    """The options left for the model itself once the server's own arguments are taken out."""
+    own = ("processes", "start_timeout_s") if in_child else ("host", "port", "reuse_port")
+    return {k: v for k, v in options.items() if k not in own}
+
+
+def _check_listen(host: object, port: object) -> None:
+    """host: a loopback IP literal; port: an int in 0-65535 (0: the kernel picks)."""
+    try:
+        loopback = isinstance(host, str) and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"host must be a loopback address such as '127.0.0.1' or '::1', got {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int in 0-65535 (0 lets the kernel choose), got {type(port).__name__} "
+                        f"{port!r}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be in 0-65535 (0 lets the kernel choose), got {port}")
+
+
+def _check_conn(conn: object, who: str) -> None:
+    """behaviours.check_connection's checks (that module cannot be imported from the script)."""
+    if not isinstance(conn, socket.socket):
+        raise TypeError(f"{who}() needs a connected stream socket, got {type(conn).__name__} {conn!r}")
+    if conn.fileno() == -1:
+        raise ValueError(f"{who}() needs an open socket; this one is closed")
+    if conn.type != socket.SOCK_STREAM:
+        kind = getattr(conn.type, "name", conn.type)
+        raise ValueError(f"{who}() needs a connected stream (TCP) socket, got a {kind} socket")
+    if conn.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise ValueError(f"{who}() needs a connected socket, got a listening one: pass what accept() returns")
+
+
+def _check_pid(pid: object) -> int:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
+        raise ValueError(f"pid must be a process id (an int >= 1), got {pid!r}")
+    return pid
 
 
 # --------------------------------------------------------------------------- services
@@ -166,6 +240,7 @@ def serve_blocking(conn: socket.socket, service: str) -> None:
     compute the answer, sendall, repeat; b"" from recv() means the peer closed.
     """
     protocol = make_service(service)
+    _check_conn(conn, "serve_blocking")
     while data := conn.recv(RECV_SIZE):
         answer = protocol.feed(data)
         if answer:
@@ -216,7 +291,8 @@ class _InProcessModel:
     model = "?"
 
     def __init__(self, service: str = "echo", *, host: str = "127.0.0.1", port: int = 0, reuse_port: bool = False):
-        make_service(service)  # validate the name before opening anything
+        make_service(service)  # validate the arguments before opening anything
+        _check_listen(host, port)
         self.service = service
         self.errors: list[BaseException] = []
         self._accepted = 0
@@ -293,8 +369,10 @@ class _InProcessModel:
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Stop serving, close every socket, join every thread; safe to call twice.
 
-        Raises ModelError if a thread failed (unless raise_errors is False).
+        Raises ModelError if a thread failed (unless raise_errors is False), and ValueError,
+        before stopping anything, if `timeout_s` is not a number of seconds in [0, 600].
         """
+        _seconds("timeout_s", timeout_s, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             self._stopping.set()
@@ -394,8 +472,7 @@ class ThreadPool(ThreadPerConnection):
     model = "pool"
 
     def __init__(self, service: str = "echo", *, workers: int = 8, **kw: Any):
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
-            raise ValueError(f"workers must be an int in 1-256, got {workers!r}")
+        _check_options("pool", {"workers": workers})
         self.workers = workers
         self.queue: queue.Queue[socket.socket | None] = queue.Queue()
         super().__init__(service, **kw)
@@ -625,8 +702,7 @@ class MainSubReactors(_InProcessModel):
     model = "main-sub"
 
     def __init__(self, service: str = "echo", *, subs: int = 2, **kw: Any):
-        if isinstance(subs, bool) or not isinstance(subs, int) or not 1 <= subs <= 64:
-            raise ValueError(f"subs must be an int in 1-64, got {subs!r}")
+        _check_options("main-sub", {"subs": subs})
         self.n_subs = subs
         super().__init__(service, **kw)
 
@@ -743,8 +819,11 @@ IN_PROCESS: dict[str, type[_InProcessModel]] = {
 
 
 def process_tree(pid: int) -> list[int]:
-    """`pid` and all its live descendants (from /proc/PID/task/*/children)."""
-    tree, todo = [], [pid]
+    """`pid` and all its live descendants (from /proc/PID/task/*/children).
+
+    `pid` must be an int >= 1 (ValueError otherwise); a process that is gone is still listed.
+    """
+    tree, todo = [], [_check_pid(pid)]
     while todo:
         p = todo.pop()
         tree.append(p)
@@ -783,8 +862,8 @@ def pss_kb(pid: int) -> int:
 
 
 def rss_kb(pid: int) -> int:
-    """VmRSS of `pid` alone, in KiB (/proc/PID/status)."""
-    return _proc_kb(pid, "status", "VmRSS")
+    """VmRSS of `pid` alone, in KiB (/proc/PID/status); 0 for a process that is gone."""
+    return _proc_kb(_check_pid(pid), "status", "VmRSS")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -806,8 +885,13 @@ def raise_nofile_limit(want: int | None = None) -> tuple[int, int]:
     """Raise this process's soft RLIMIT_NOFILE to `want` (default: the hard limit).
 
     Returns the previous (soft, hard), to restore with resource.setrlimit. A soft limit
-    can be raised up to the hard limit without privileges (man 2 setrlimit).
+    can be raised up to the hard limit without privileges (man 2 setrlimit), so a larger
+    `want` stops at the hard limit; `want` must be an int >= 1 (ValueError otherwise).
+    The limit is never lowered.
     """
+    if want is not None and (isinstance(want, bool) or not isinstance(want, int) or want < 1):
+        raise ValueError(f"want must be a number of file descriptors (an int >= 1) or None for the hard limit, "
+                         f"got {want!r}")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     ceiling = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # "unlimited": Linux's nr_open default
     target = ceiling if want is None else min(want, ceiling)
@@ -858,10 +942,14 @@ def plan_c10k(connections: int, fd_hard_limit: int | None = None, *, min_clients
     gives one ephemeral port per connection to a given server address and port; past
     PORT_SHARE of the port range, the plan adds 127.0.0.2, 127.0.0.3, ... (all of 127/8 is
     loopback). If even MAX_PROCESSES per side cannot hold them, fewer connections are
-    planned and `note` says why.
+    planned and `note` says why. `fd_hard_limit` (default: this process's) must be an int
+    above FD_MARGIN; `min_clients` an int in 1-MAX_PROCESSES.
     """
     if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 200_000:
         raise ValueError(f"connections must be an int in 1-200000, got {connections!r}")
+    if fd_hard_limit is not None and fd_hard_limit != resource.RLIM_INFINITY:
+        _count("fd_hard_limit", fd_hard_limit, FD_MARGIN + 1, 1 << 30)
+    _count("min_clients", min_clients, 1, MAX_PROCESSES)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1] if fd_hard_limit is None else fd_hard_limit
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
@@ -901,8 +989,9 @@ class ModelProcess:
             choices = [m for m in MODELS if m != "reuseport"]
             raise ValueError(f"model must be one of {choices} (use ReusePortProcesses for 'reuseport'), got {model!r}")
         make_service(service)
-        if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 32:
-            raise ValueError(f"processes must be an int in 1-32, got {processes!r}")
+        _count("processes", processes, 1, 32)
+        _seconds("start_timeout_s", start_timeout_s)
+        _check_options(model, options)
         self.model, self.service, self.options = model, service, options
         self.name = f"{model}-process"
         self.children: list[subprocess.Popen[bytes]] = []
@@ -961,6 +1050,8 @@ class ModelProcess:
     def wait_serving(self, n: int, timeout_s: float = 5.0) -> bool:
         """Wait until the children serve at least `n` connections between them (a thread,
         a process or a loop entry each); False if that did not happen within `timeout_s`."""
+        _count("n", n, 0, 1 << 30)
+        _seconds("timeout_s", timeout_s)
         deadline = time.monotonic() + timeout_s
         while True:
             if sum(s["serving"] for s in self.stats()) >= n:
@@ -988,8 +1079,10 @@ class ModelProcess:
 
     def stop(self, timeout_s: float = 3.0, *, raise_errors: bool = True) -> None:
         """Close the children's stdin (they exit), then SIGTERM, then SIGKILL the process
-        groups; reap every child. Safe to call twice."""
+        groups; reap every child. Safe to call twice. ValueError, before stopping anything,
+        if `timeout_s` is not a number of seconds in [0, 600]."""
         del raise_errors  # a child's errors are in its stats() and stderr
+        _seconds("timeout_s", timeout_s, zero_ok=True)
         if self._stopped:
             return
         self._stopped = True
@@ -1053,10 +1146,12 @@ def start_model(model: str, service: str = "echo", *, in_child: bool = False, **
 
     Thread models run in this process unless `in_child` is true; 'fork' and 'reuseport'
     always run in child processes. Options: workers= (pool), subs= (main-sub),
-    processes= (reuseport).
+    processes= (reuseport); TypeError for an option the model does not take.
     """
     if model not in MODELS:
         raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
+    make_service(service)
+    _check_options(model, _model_options(options, in_child=in_child or model in ("fork", "reuseport")))
     if model == "reuseport":
         return ReusePortProcesses(service, **options)
     if model == "fork":
@@ -1071,9 +1166,20 @@ def start_models(specs: dict[str, dict[str, Any]], service: str = "echo") -> dic
 
     Each child takes a fraction of a second to start Python; starting them side by side
     (one short-lived thread each) costs about as long as the slowest. If one fails, the
-    others are stopped and the error is raised.
+    others are stopped and the error is raised. Every spec is checked before any starts.
     """
     from concurrent.futures import ThreadPoolExecutor
+
+    if not isinstance(specs, dict) or not specs:
+        raise TypeError(f"specs must be a non-empty dict {{model: options dict}}, e.g. {{'epoll': {{}}}}, "
+                        f"got {specs!r}")
+    make_service(service)
+    for model, opts in specs.items():
+        if model not in MODELS:
+            raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}")
+        if not isinstance(opts, dict):
+            raise TypeError(f"the options of {model!r} must be a dict such as {{'workers': 8}} or {{}}, got {opts!r}")
+        _check_options(model, _model_options(opts, in_child=True))
 
     with ThreadPoolExecutor(max_workers=max(1, len(specs)), thread_name_prefix=f"{THREAD_PREFIX}-start") as pool:
         futures = {m: pool.submit(start_model, m, service, in_child=True, **opts) for m, opts in specs.items()}

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -228,6 +229,8 @@ class Packet:
 
     def has(self, flag: str) -> bool:
         """True if `flag` ("SYN", "ACK", "FIN", "RST", "PSH") is set."""
+        if not isinstance(flag, str):
+            raise TypeError(f"flag must be a str such as 'SYN' or 'ACK', got {type(flag).__name__} {flag!r}")
         return flag.upper() in self.flags.split(",")
 
     def label(self) -> str:
@@ -309,7 +312,14 @@ class Capture(list[Packet]):
 
     def ladder(self, title: str = "", *, gap_note_ms: float = 5.0) -> SequenceDiagram:
         """A Client/Server sequence diagram: one arrow per packet with relative seq/ack and
-        its time, a note where more than `gap_note_ms` passed, and the experiment's marks."""
+        its time, a note where more than `gap_note_ms` passed, and the experiment's marks.
+
+        `gap_note_ms` is a number of milliseconds >= 0 (ValueError otherwise); `title` a str."""
+        number = not isinstance(gap_note_ms, bool) and isinstance(gap_note_ms, (int, float))
+        if not (number and math.isfinite(gap_note_ms) and gap_note_ms >= 0):
+            raise ValueError(f"gap_note_ms must be a finite number of milliseconds >= 0, got {gap_note_ms!r}")
+        if not isinstance(title, str):
+            raise TypeError(f"title must be a str ('' for none), got {type(title).__name__} {title!r}")
         if self.mode == "recorded":
             title = f"{title} (RECORDED: {self.source})" if title else f"RECORDED: {self.source}"
         many = len({p.conn for p in self}) > 1
@@ -398,6 +408,9 @@ def shaping_support() -> tuple[bool, str]:
 
 
 def _experiment_source(fn: Callable[..., Any] | str) -> tuple[str, str, str]:
+    if not isinstance(fn, str) and not callable(fn):
+        raise TypeError(f"capture() needs a function defined with def, or source text defining "
+                        f"main_experiment(); got {type(fn).__name__} {fn!r}")
     if isinstance(fn, str):
         return textwrap.dedent(fn), "main_experiment", "<capture source>"
     source, entry, filename = netns._source_of(fn)
@@ -506,15 +519,36 @@ def start(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, **kwargs:
 
 
 def save_recording(cap: Capture, path: str | Path, where: str) -> None:
-    """Store `cap` as a small JSON file, labelled with `where` (machine, kernel) and the time."""
+    """Store `cap` as a small JSON file, labelled with `where` (machine, kernel) and the time.
+
+    Raises TypeError for a `cap` that is not a Capture, a `path` that is not a str or Path,
+    or an empty `where`; ValueError for a capture that is itself a recording.
+    """
+    if not isinstance(cap, Capture):
+        raise TypeError(f"save_recording() needs the Capture that capture() returned, got {type(cap).__name__}")
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise TypeError(f"path must be a file name (str or pathlib.Path), got {path!r}")
+    if not isinstance(where, str) or not where.strip():
+        raise TypeError(f"where must say where it was recorded (machine, kernel) as a non-empty str, got {where!r}")
     if not cap.live:
         raise ValueError("this capture is itself a recording; record a live one")
     Path(path).write_text(json.dumps(cap.to_json(where), indent=1) + "\n")
 
 
 def load_recording(path: str | Path) -> Capture:
-    """A capture recorded earlier, marked ``mode="recorded"`` (``.live`` is False)."""
-    data = json.loads(Path(path).read_text())
-    packets = [Packet(**{**p, "src": tuple(p["src"]), "dst": tuple(p["dst"])}) for p in data["packets"]]
-    return Capture(packets, result=data.get("result"), marks=data.get("marks"), mode="recorded",
-                   source=data["recorded"])
+    """A capture recorded earlier, marked ``mode="recorded"`` (``.live`` is False).
+
+    Raises FileNotFoundError for a missing file, ValueError naming the file for one that is
+    not a recording written by save_recording().
+    """
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise TypeError(f"path must be a file name (str or pathlib.Path), got {path!r}")
+    text = Path(path).read_text()
+    try:
+        data = json.loads(text)
+        packets = [Packet(**{**p, "src": tuple(p["src"]), "dst": tuple(p["dst"])}) for p in data["packets"]]
+        source = data["recorded"]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a recording made by save_recording(): {type(exc).__name__}: "
+                         f"{str(exc)[:200]}") from exc
+    return Capture(packets, result=data.get("result"), marks=data.get("marks"), mode="recorded", source=source)

@@ -139,7 +139,8 @@ class LoopbackCapture:
     ...     run_a_short_connection()
     >>> [f.parse().tcp.flags for f in cap.frames]   # doctest: +SKIP
 
-    Raises CaptureUnavailable (a PermissionError) without CAP_NET_RAW. On leaving the
+    Raises CaptureUnavailable (a PermissionError) without CAP_NET_RAW, ValueError at once
+    for a bad `port`, `interface`, `settle_s` (0 to 1 s) or `rcvbuf_bytes`. On leaving the
     block it keeps reading until the interface has been quiet for `settle_s` seconds (so
     the last ACK is in), then closes the socket. ``.frames`` holds the arriving copies,
     ``.outgoing_skipped`` counts the duplicate departing copies, ``.drops`` the frames the
@@ -148,6 +149,16 @@ class LoopbackCapture:
 
     def __init__(self, port: int, *, interface: str = "lo", settle_s: float = 0.05, rcvbuf_bytes: int = 4 << 20):
         require_linux("packet capture (AF_PACKET)")
+        # An empty name would bind to ifindex 0: every interface, not one.
+        if not isinstance(interface, str) or not 0 < len(interface) <= 15 or any(
+                c.isspace() or c == "/" or not c.isprintable() for c in interface):
+            raise ValueError(f"interface must be a network interface name such as 'lo' (1-15 characters, no "
+                             f"spaces or '/'), got {interface!r}")
+        if isinstance(settle_s, bool) or not isinstance(settle_s, (int, float)) or not 0 < settle_s <= 1:
+            raise ValueError(f"settle_s must be a number of seconds in (0, 1], got {settle_s!r}")
+        if isinstance(rcvbuf_bytes, bool) or not isinstance(rcvbuf_bytes, int) or not 4096 <= rcvbuf_bytes <= 1 << 30:
+            raise ValueError(f"rcvbuf_bytes must be an int in 4096-{1 << 30} (the kernel caps it at "
+                             f"net.core.rmem_max), got {rcvbuf_bytes!r}")
         self.port = port
         self.interface = interface
         self.settle_s = settle_s

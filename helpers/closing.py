@@ -37,6 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
+from .addresses import loopback_address, loopback_host
+from .behaviours import check_connection
 from .observe import SocketEntry, SocketTable, TcpState, socket_table, tcp_info
 
 __all__ = [
@@ -54,12 +56,38 @@ __all__ = [
 ]
 
 POLL_S = 0.001  # how often the waits look again: states change within microseconds on loopback
+MAX_WAIT_S = 600.0  # the longest any wait here may be asked to take: a lesson step, not a service
+MAX_BUFSIZE = 1 << 30  # bytes; the kernel caps SO_SNDBUF/SO_RCVBUF at net.core.wmem_max/rmem_max anyway
 
 
 def _states(states: str | TcpState | Iterable[str | TcpState]) -> set[TcpState]:
     if isinstance(states, (str, TcpState)):
         states = [states]
-    return {TcpState.parse(s) for s in states}
+    if not isinstance(states, Iterable):
+        raise TypeError(f"states must be a TCP state name such as 'TIME_WAIT', or a list of them, got {states!r}")
+    wanted = {TcpState.parse(s) for s in states}
+    if not wanted:
+        raise ValueError("states is empty: name at least one TCP state to wait for, e.g. 'CLOSE_WAIT'")
+    return wanted
+
+
+def _seconds(name: str, value: object) -> float:
+    """`value` as seconds if it is a number in (0, MAX_WAIT_S]; NaN, inf, 0 and bools are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_WAIT_S:
+        raise ValueError(f"{name} must be a number of seconds in (0, {MAX_WAIT_S:g}], got {value!r}")
+    return float(value)
+
+
+def _connected(sock: object, who: str) -> socket.socket:
+    """The checks of behaviours.check_connection, plus: the socket has a peer (getpeername works)."""
+    check_connection(sock, who)
+    assert isinstance(sock, socket.socket)
+    try:
+        sock.getpeername()
+    except OSError:
+        raise ValueError(f"{who}() needs a connected socket; this one has no peer (never connected, "
+                         "or reset)") from None
+    return sock
 
 
 def connected_pair(*, bufsize: int | None = None, host: str = "127.0.0.1") -> tuple[socket.socket, socket.socket]:
@@ -69,9 +97,11 @@ def connected_pair(*, bufsize: int | None = None, host: str = "127.0.0.1") -> tu
     kernel doubles the value, ``man 7 socket``), so a peer's window fills after a few
     hundred KiB instead of several MiB. Both sockets are blocking; close both when done.
     """
-    if bufsize is not None and (isinstance(bufsize, bool) or not isinstance(bufsize, int) or bufsize < 1024):
-        raise ValueError(f"bufsize must be an int of at least 1024 bytes (or None for the default), got {bufsize!r}")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if bufsize is not None and (isinstance(bufsize, bool) or not isinstance(bufsize, int)
+                                or not 1024 <= bufsize <= MAX_BUFSIZE):
+        raise ValueError(f"bufsize must be an int of at least 1024 bytes and at most {MAX_BUFSIZE} "
+                         f"(or None for the default), got {bufsize!r}")
+    family = loopback_host("host", host)
     listener = socket.socket(family, socket.SOCK_STREAM)
     client = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -100,10 +130,12 @@ def fill_send_queue(sock: socket.socket, *, limit: int = 64 * 1024 * 1024) -> in
 
     Afterwards the peer's receive buffer is full and the rest waits in `sock`'s send queue.
     `limit` (bytes) is a safety stop for a peer that keeps reading; the socket is left
-    blocking again.
+    blocking again. Raises TypeError/ValueError for a `sock` that is not an open, connected
+    stream socket, or a `limit` that is not a positive int.
     """
-    if limit < 1:
-        raise ValueError(f"limit must be a positive number of bytes, got {limit}")
+    check_connection(sock, "fill_send_queue")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive number of bytes (an int), got {limit!r}")
     chunk = bytes(64 * 1024)
     total = 0
     sock.setblocking(False)
@@ -121,8 +153,11 @@ def fill_send_queue(sock: socket.socket, *, limit: int = 64 * 1024 * 1024) -> in
 def drain(sock: socket.socket, *, timeout_s: float = 5.0) -> int:
     """Read and drop everything until EOF; return the byte count.
 
-    Raises TimeoutError if the peer neither sends nor closes for `timeout_s` seconds.
+    Raises TimeoutError if the peer neither sends nor closes for `timeout_s` seconds
+    (a number in (0, 600]).
     """
+    check_connection(sock, "drain")
+    _seconds("timeout_s", timeout_s)
     total = 0
     sock.settimeout(timeout_s)
     try:
@@ -139,6 +174,7 @@ def queued(sock: socket.socket) -> tuple[int, int]:
     """(inq, outq) in bytes: received but not yet read (SIOCINQ), and written but not yet
     acknowledged by the peer, sent or not (SIOCOUTQ). A FIN not yet acknowledged counts 1
     in outq."""
+    check_connection(sock, "queued")
     buf = struct.pack("i", 0)
     inq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, buf))[0]
     outq = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, buf))[0]
@@ -152,7 +188,9 @@ def wait_for_state(
 
     Raises TimeoutError naming the state it stayed in.
     """
+    tcp_info(sock)  # TypeError/ValueError for a non-TCP or closed socket, before waiting
     wanted = _states(states)
+    _seconds("timeout_s", timeout_s)
     started = time.perf_counter()
     while True:
         state = tcp_info(sock).state
@@ -168,8 +206,10 @@ def wait_for_state(
 def wait_for_inq(sock: socket.socket, nbytes: int, *, timeout_s: float = 2.0) -> int:
     """Poll SIOCINQ until at least `nbytes` wait unread in `sock`'s receive queue; return
     how many do. Raises TimeoutError with the count reached."""
-    if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    check_connection(sock, "wait_for_inq")
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0 (an int), got {nbytes!r}")
+    _seconds("timeout_s", timeout_s)
     deadline = time.perf_counter() + timeout_s
     while (inq := queued(sock)[0]) < nbytes:
         if time.perf_counter() > deadline:
@@ -183,14 +223,16 @@ def lookup(local: tuple[str, int], remote: tuple[str, int]) -> SocketTable:
 
     observe.socket_table asks the kernel for that connection alone (NETLINK_SOCK_DIAG, as
     ``ss`` does) when given the whole 4-tuple, so this stays fast however many sockets the
-    machine has.
+    machine has. Both ends must be (host, port) pairs on loopback.
     """
+    local, remote = loopback_address("local", local), loopback_address("remote", remote)
     return SocketTable(e for e in socket_table(local=local, remote=remote) if e.state is not TcpState.LISTEN)
 
 
 def both_ends(sock: socket.socket) -> SocketTable:
     """Both ends of a connected socket's connection, this end first (like observe.entries_for,
     but with two exact lookups instead of two reads of the whole table)."""
+    _connected(sock, "both_ends")
     local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
     return SocketTable([*lookup(local, remote), *lookup(remote, local)])
 
@@ -207,7 +249,9 @@ def wait_for_row(
     For sockets that have no fd any more (after close(): FIN_WAIT2, TIME_WAIT, ...).
     Raises TimeoutError with what the kernel showed instead.
     """
+    local, remote = loopback_address("local", local), loopback_address("remote", remote)
     wanted = _states(states)
+    _seconds("timeout_s", timeout_s)
     deadline = time.perf_counter() + timeout_s
     while True:
         rows = lookup(local, remote)
@@ -223,6 +267,8 @@ def wait_for_row(
 
 def signal_name(returncode: int | None) -> str:
     """How a child ended, in words: 'exit 0', 'killed by SIGPIPE', or 'still running'."""
+    if returncode is not None and (isinstance(returncode, bool) or not isinstance(returncode, int)):
+        raise TypeError(f"returncode must be an int (Popen.returncode) or None, got {returncode!r}")
     if returncode is None:
         return "still running"
     if returncode < 0:
@@ -256,7 +302,7 @@ class ChildProcess:
 
     def __init__(self, code: str, *args: object):
         if not isinstance(code, str) or not code.strip():
-            raise ValueError("ChildProcess needs Python source code to run with python -c")
+            raise ValueError(f"ChildProcess needs Python source code to run with python -c, got {code!r}")
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, *map(str, args)],
             stdin=subprocess.DEVNULL,
@@ -273,8 +319,10 @@ class ChildProcess:
     def wait(self, timeout_s: float = 10.0) -> ChildResult:
         """Wait for the child to end and collect its output.
 
-        Raises TimeoutError (after killing and reaping it) if it runs longer than `timeout_s`.
+        Raises TimeoutError (after killing and reaping it) if it runs longer than `timeout_s`,
+        ValueError (leaving the child alone) if `timeout_s` is not a number in (0, 600].
         """
+        _seconds("timeout_s", timeout_s)
         try:
             out, err = self.process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -196,32 +196,53 @@ class Ring:
     def _u32(self, ring: mmap.mmap, offset: int) -> int:
         return struct.unpack_from("<I", ring, offset)[0]
 
-    # -- building requests (SQEs); each is a tuple the kernel's struct io_uring_sqe wants
+    # -- building requests (SQEs); each is a tuple the kernel's struct io_uring_sqe wants.
+    # The fields are checked here, against the SQE's C types, so a wrong one is named now
+    # rather than surfacing as a struct.error (or a wrapped-around number) inside submit().
     @staticmethod
     def nop(user_data: int) -> tuple[Any, ...]:
         """A request that does nothing: measures the ring's own round trip."""
-        return (OP_NOP, -1, 0, None, 0, user_data)
+        return (OP_NOP, -1, 0, None, 0, _field("user_data", user_data, 0, (1 << 64) - 1))
 
     @staticmethod
     def read(fd: int, buffer: Any, offset: int, user_data: int) -> tuple[Any, ...]:
-        """Read len(buffer) bytes at `offset` of file `fd` into `buffer` (a ctypes array)."""
-        return (OP_READ, fd, offset, buffer, ctypes.sizeof(buffer), user_data)
+        """Read len(buffer) bytes at `offset` of file `fd` into `buffer` (a ctypes array).
+
+        `fd` may be any int the kernel's s32 takes (a bad one comes back as EBADF in the
+        completion); `offset` is an int >= 0; `user_data` an int in 0 to 2**64 - 1.
+        """
+        return (OP_READ, _field("fd", fd, -(1 << 31), (1 << 31) - 1), _field("offset", offset, 0, (1 << 63) - 1),
+                buffer, _buffer_size(buffer), _field("user_data", user_data, 0, (1 << 64) - 1))
 
     @staticmethod
     def recv(fd: int, buffer: Any, user_data: int) -> tuple[Any, ...]:
         """Receive up to len(buffer) bytes from socket `fd` into `buffer` (a ctypes array)."""
-        return (OP_RECV, fd, 0, buffer, ctypes.sizeof(buffer), user_data)
+        return (OP_RECV, _field("fd", fd, -(1 << 31), (1 << 31) - 1), 0, buffer, _buffer_size(buffer),
+                _field("user_data", user_data, 0, (1 << 64) - 1))
 
     def submit(self, *requests: tuple[Any, ...], wait: int = 0) -> int:
         """Queue `requests` and make one io_uring_enter(2) call; return how many it took.
 
-        With ``wait=n`` the call also blocks until n completions are ready.
+        With ``wait=n`` the call also blocks until n completions are ready; n may not be more
+        than the requests in flight after this call (it would wait forever). Requests must
+        come from nop(), read() or recv(), with a `user_data` tag not already in flight.
         """
         if self.fd < 0:
             raise ValueError("this Ring is closed")
         in_flight = len(self._buffers)
         if len(requests) + in_flight > self.sq_entries:
             raise ValueError(f"{len(requests)} requests + {in_flight} in flight exceed the ring's {self.sq_entries}")
+        tags = set(self._buffers)
+        for request in requests:
+            if not (isinstance(request, tuple) and len(request) == 6 and request[0] in (OP_NOP, OP_READ, OP_RECV)):
+                raise TypeError(f"submit() takes requests made by nop(), read() or recv(), got {request!r:.80}")
+            if request[5] in tags:
+                raise ValueError(f"user_data {request[5]} is already in flight or repeated: give each request its "
+                                 "own tag, it is how its completion is found")
+            tags.add(request[5])
+        if isinstance(wait, bool) or not isinstance(wait, int) or not 0 <= wait <= len(tags):
+            raise ValueError(f"wait must be an int in 0-{len(tags)} (the requests in flight after this call), "
+                             f"got {wait!r}")
         tail = self._u32(self.sq_ring, self.sq["tail"])
         mask = self._u32(self.sq_ring, self.sq["mask"])
         for opcode, fd, offset, buffer, length, user_data in requests:
@@ -241,7 +262,14 @@ class Ring:
         return ret
 
     def wait(self, n: int = 1) -> list[Completion]:
-        """Block in io_uring_enter(2) until `n` completions are ready, then reap them."""
+        """Block in io_uring_enter(2) until `n` completions are ready, then reap them.
+
+        `n` may not exceed the requests in flight (ValueError: it would wait forever).
+        """
+        if self.fd < 0:
+            raise ValueError("this Ring is closed")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self._buffers):
+            raise ValueError(f"n must be an int in 1-{len(self._buffers)} (the requests in flight), got {n!r}")
         ready = (self._u32(self.cq_ring, self.cq["tail"]) - self._u32(self.cq_ring, self.cq["head"])) & 0xFFFFFFFF
         if ready < n:
             self.enter_calls += 1
@@ -252,6 +280,8 @@ class Ring:
 
     def reap(self) -> list[Completion]:
         """The completions the kernel has posted so far (possibly none); marks them seen."""
+        if self.fd < 0:
+            raise ValueError("this Ring is closed")
         head = self._u32(self.cq_ring, self.cq["head"])
         tail = self._u32(self.cq_ring, self.cq["tail"])
         mask = self._u32(self.cq_ring, self.cq["mask"])
@@ -279,6 +309,23 @@ class Ring:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _field(name: str, value: object, low: int, high: int) -> int:
+    """`value` if it is an int in [low, high] (the range of its C field); TypeError/ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}-{high}, got {value}")
+    return value
+
+
+def _buffer_size(buffer: object) -> int:
+    """The size of a ctypes array the kernel may write into; TypeError for anything else (bytes are immutable)."""
+    if not isinstance(buffer, ctypes.Array) or ctypes.sizeof(buffer) == 0:
+        raise TypeError(f"buffer must be a non-empty ctypes array, e.g. ctypes.create_string_buffer(64), got "
+                        f"{type(buffer).__name__}")
+    return ctypes.sizeof(buffer)
 
 
 def read_syscalls() -> int:
@@ -356,6 +403,8 @@ class PosixAioRead:
     def __init__(self, fd: int, nbytes: int, offset: int = 0):
         if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 1 <= nbytes <= 1 << 20:
             raise ValueError(f"nbytes must be an int in 1-1048576, got {nbytes!r}")
+        _field("fd", fd, 0, (1 << 31) - 1)
+        _field("offset", offset, 0, (1 << 63) - 1)
         self.buffer = ctypes.create_string_buffer(nbytes)
         self.cb = _Aiocb(aio_fildes=fd, aio_buf=ctypes.addressof(self.buffer), aio_nbytes=nbytes,
                          sigev_notify=SIGEV_NONE, aio_offset=offset)
@@ -371,8 +420,11 @@ class PosixAioRead:
     def result(self, timeout_s: float = 2.0) -> bytes:
         """Wait up to `timeout_s` for the read; return the bytes (b'' at EOF).
 
-        Raises TimeoutError if it is still in flight, OSError if the read failed.
+        Raises TimeoutError if it is still in flight, OSError if the read failed, ValueError
+        if `timeout_s` is not a number of seconds in [0, 600].
         """
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s <= 600:
+            raise ValueError(f"timeout_s must be a number of seconds in [0, 600], got {timeout_s!r}")
         if not self._finished:
             deadline = time.monotonic() + timeout_s
             cbs = (ctypes.POINTER(_Aiocb) * 1)(ctypes.pointer(self.cb))

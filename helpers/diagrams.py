@@ -8,6 +8,7 @@ terminal, nbval, papermill) shows the plain-text ladder that travels with it.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -50,6 +51,8 @@ class SequenceDiagram:
             self._check_name(p)
         if len(set(participants)) != len(participants):
             raise ValueError(f"participant names must be distinct, got {participants!r}")
+        if not isinstance(title, str):
+            raise TypeError(f"title must be a str ('' for none), got {type(title).__name__} {title!r}")
         self.participants: list[str] = list(participants)
         self.title = title
         self.steps: list[_Step] = []
@@ -66,10 +69,20 @@ class SequenceDiagram:
             raise ValueError(f"unknown participant {name!r}; this diagram has {self.participants}")
 
     def message(self, src: str, dst: str, text: str, *, time_s: float | None = None, reply: bool = False) -> None:
-        """Add an arrow src -> dst labelled `text`; `time_s` (seconds since the start) is
-        shown beside it; `reply` draws it dashed."""
+        """Add an arrow src -> dst labelled `text` (converted with str()); `time_s` (seconds
+        since the start, a finite number >= 0) is shown beside it; `reply` draws it dashed.
+
+        src and dst must be two different participants (a note() describes one on its own).
+        """
         self._known(src)
         self._known(dst)
+        if src == dst:
+            raise ValueError(f"a message goes between two participants, got {src!r} to itself; use note() instead")
+        if time_s is not None and (isinstance(time_s, bool) or not isinstance(time_s, (int, float))
+                                   or not 0 <= time_s < math.inf):
+            raise ValueError(f"time_s must be None or a finite number of seconds >= 0, got {time_s!r}")
+        if not isinstance(reply, bool):
+            raise TypeError(f"reply must be True or False, got {type(reply).__name__} {reply!r}")
         self.steps.append(_Step("message", src, dst, str(text), time_s, reply))
 
     def note(self, over: str, text: str) -> None:

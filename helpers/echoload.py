@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import selectors
 import subprocess
 import sys
@@ -38,6 +39,35 @@ from typing import Any
 __all__ = ["LoadResult", "LoadClient", "closed_loop", "MAX_CONNECTIONS"]
 
 MAX_CONNECTIONS = 5000  # a lesson needs ~1000; each costs the child one fd and the server one too
+FD_MARGIN = 64  # descriptors the load process needs besides its connections (stdio, epoll, self-pipe)
+MAX_TIMEOUT_S = 600.0
+
+
+def _check_timeout(timeout_s: object) -> float:
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise ValueError(f"timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {timeout_s!r}")
+    return float(timeout_s)
+
+
+def _check_run(address: object, connections: object, duration_s: object, payload: object,
+               on_connected: object) -> tuple[str, int]:
+    """Every argument of a run, checked before any process starts or any byte is sent."""
+    from .addresses import loopback_address  # parent side only: the load process never checks
+
+    if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= MAX_CONNECTIONS:
+        raise ValueError(f"connections must be an int in 1-{MAX_CONNECTIONS}, got {connections!r}")
+    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 10:
+        raise ValueError(f"duration_s must be in (0, 10] seconds, got {duration_s!r}")
+    if isinstance(payload, bool) or not isinstance(payload, int) or not 1 <= payload <= 65536:
+        raise ValueError(f"payload must be an int in 1-65536 bytes, got {payload!r}")
+    if on_connected is not None and not callable(on_connected):
+        raise TypeError(f"on_connected must be a function to call (or None), got {on_connected!r}")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and connections + FD_MARGIN > hard:
+        raise ValueError(f"connections={connections} need {connections + FD_MARGIN} file descriptors in the load "
+                         f"process, but the hard limit (RLIMIT_NOFILE, `ulimit -Hn`) is {hard}: use at most "
+                         f"{max(0, hard - FD_MARGIN)} connections, or ask for a higher `nofile` limit")
+    return loopback_address("address", address)
 
 
 @dataclass
@@ -71,7 +101,7 @@ class LoadClient:
     """
 
     def __init__(self, timeout_s: float = 30.0):
-        self.timeout_s = timeout_s
+        self.timeout_s = _check_timeout(timeout_s)
         self._stderr = tempfile.TemporaryFile()
         self.child = subprocess.Popen(
             [sys.executable, "-I", os.path.abspath(__file__)],
@@ -108,18 +138,15 @@ class LoadClient:
         `payload` is the message size in bytes (1-65536), `duration_s` the measuring time
         (0 < duration_s <= 10). ``on_connected()`` runs in this process once every
         connection is open and before the load starts; its return value lands in
-        ``.sample``. Raises ValueError for bad arguments, TimeoutError if the child stalls,
-        RuntimeError if it died. After an error the client is closed.
+        ``.sample``. `address` is a (host, port) pair on loopback, and `connections` must fit
+        the fd hard limit (RLIMIT_NOFILE). Raises TypeError/ValueError for bad arguments
+        (the client stays usable), TimeoutError if the child stalls, RuntimeError if it died.
+        After one of those the client is closed.
         """
-        if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= MAX_CONNECTIONS:
-            raise ValueError(f"connections must be an int in 1-{MAX_CONNECTIONS}, got {connections!r}")
-        if not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 10:
-            raise ValueError(f"duration_s must be in (0, 10] seconds, got {duration_s!r}")
-        if isinstance(payload, bool) or not isinstance(payload, int) or not 1 <= payload <= 65536:
-            raise ValueError(f"payload must be an int in 1-65536 bytes, got {payload!r}")
+        host, port = _check_run(address, connections, duration_s, payload, on_connected)
         if self.child.poll() is not None:
             raise RuntimeError(f"load client is closed (exit code {self.child.returncode})")
-        config = {"address": list(address[:2]), "connections": connections, "duration_s": duration_s,
+        config = {"address": [host, port], "connections": connections, "duration_s": duration_s,
                   "payload": payload}
         try:
             deadline = time.monotonic() + self.timeout_s
@@ -159,7 +186,9 @@ class LoadClient:
 
 def closed_loop(address: tuple[str, int], connections: int, *, duration_s: float = 0.3, payload: int = 64,
                 on_connected: Callable[[], Any] | None = None, timeout_s: float = 30.0) -> LoadResult:
-    """One run of ``LoadClient.run()`` with a load process of its own (see there)."""
+    """One run of ``LoadClient.run()`` with a load process of its own (see there); the
+    arguments are checked before that process starts."""
+    _check_run(address, connections, duration_s, payload, on_connected)
     with LoadClient(timeout_s) as client:
         return client.run(address, connections, duration_s=duration_s, payload=payload, on_connected=on_connected)
 

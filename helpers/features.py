@@ -35,8 +35,11 @@ class LinuxRequiredError(RuntimeError):
 def require_linux(what: str) -> None:
     """Raise LinuxRequiredError naming `what` unless we run on Linux.
 
-    `what` says what the lesson needs Linux for, e.g. "TCP_INFO (lesson 02)".
+    `what` says what the lesson needs Linux for, e.g. "TCP_INFO (lesson 02)"; it must be a
+    non-empty str (TypeError otherwise, on every system, so a bad call shows up on Linux too).
     """
+    if not isinstance(what, str) or not what.strip():
+        raise TypeError(f"require_linux() needs a non-empty str saying what needs Linux, got {what!r}")
     if not IS_LINUX:
         raise LinuxRequiredError(
             f"{what} needs Linux, and this is {platform.system() or sys.platform}. "

@@ -24,6 +24,7 @@ any speed.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 import statistics
 import sys
@@ -34,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from .addresses import loopback_address
 from .servers import THREAD_PREFIX, ServerError
 
 __all__ = ["HTTPServerThread", "serve_http", "LoadResult", "keepalive_load"]
@@ -41,6 +43,19 @@ __all__ = ["HTTPServerThread", "serve_http", "LoadResult", "keepalive_load"]
 # socketserver's serve_forever() checks for shutdown() once per poll interval (its default
 # is 0.5 s, so every stop would cost up to half a second); 0.05 s keeps a lesson quick.
 POLL_INTERVAL_S = 0.05
+MAX_STOP_S = 600.0  # the longest stop() may be asked to wait for threads
+
+
+def _check_host(host: object) -> str:
+    """An IPv4 loopback literal (ThreadingHTTPServer is AF_INET); ValueError naming the value otherwise."""
+    try:
+        ip = ipaddress.ip_address(host) if isinstance(host, str) else None
+    except ValueError:
+        ip = None
+    ok = ip is not None and ip.version == 4 and ip.is_loopback
+    if not ok:
+        raise ValueError(f"serve_http() binds IPv4 loopback only (127.x.y.z), got {host!r}")
+    return host  # type: ignore[return-value]
 
 
 class _CourseHTTPServer(ThreadingHTTPServer):
@@ -102,6 +117,7 @@ class HTTPServerThread:
                 f"serve_http() needs a BaseHTTPRequestHandler subclass (a class, not an instance), "
                 f"got {handler_class!r}"
             )
+        _check_host(host)
         self.handler_class = handler_class
         self._stopped = False
         self.server = _CourseHTTPServer((host, 0), handler_class, name="http:?")
@@ -126,8 +142,11 @@ class HTTPServerThread:
         """shutdown() + server_close(), shut open connections down, join every thread.
 
         Raises ServerError if a handler raised (unless raise_errors is False), and
-        RuntimeError if a thread is still alive after `timeout_s`.
+        RuntimeError if a thread is still alive after `timeout_s`; ValueError, before stopping
+        anything, if `timeout_s` is not a number of seconds in [0, 600].
         """
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s <= MAX_STOP_S:
+            raise ValueError(f"timeout_s must be a number of seconds in [0, {MAX_STOP_S:g}], got {timeout_s!r}")
         if not self._stopped:
             self._stopped = True
             srv = self.server
@@ -171,8 +190,7 @@ def serve_http(handler_class: type[BaseHTTPRequestHandler], *, host: str = "127.
     `host` must be an IPv4 loopback address (127.x.y.z): a benchmark server has no
     business listening where other machines can reach it.
     """
-    if host != "127.0.0.1" and not host.startswith("127."):
-        raise ValueError(f"serve_http() binds IPv4 loopback only (127.x.y.z), got {host!r}")
+    _check_host(host)
     return HTTPServerThread(handler_class, host=host)
 
 
@@ -202,15 +220,19 @@ def keepalive_load(
     """Send GET `path` back to back on `connections` keep-alive connections for `duration_s`.
 
     Each connection runs in its own thread with ``http.client``, reads every response
-    body in full, and stops starting new requests at the deadline. Raises ValueError for
-    out-of-range arguments and the first client error (e.g. ConnectionRefusedError, or
-    RuntimeError for a non-200 answer) after all threads are joined.
+    body in full, and stops starting new requests at the deadline. `address` is a (host,
+    port) pair on loopback; `path` starts with '/' and holds no spaces or control characters.
+    Raises TypeError/ValueError for bad arguments (before any thread starts), and the first
+    client error (e.g. ConnectionRefusedError, or RuntimeError for a non-200 answer) after
+    all threads are joined.
     """
     if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 64:
         raise ValueError(f"connections must be an int in 1-64, got {connections!r}")
-    if not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 10:
+    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 10:
         raise ValueError(f"duration_s must be a number of seconds in (0, 10], got {duration_s!r}")
-    host, port = address[:2]
+    if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() or not c.isprintable() for c in path):
+        raise ValueError(f"path must be a str starting with '/' without spaces or control characters, got {path!r}")
+    host, port = loopback_address("address", address)
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors: list[BaseException] = []
     deadline = [0.0]

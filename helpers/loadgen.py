@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import ipaddress
 import json
 import math
 import os
@@ -46,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 __all__ = ["percentile", "LoadResult", "HoldResult", "LoadGenerator", "HTTP_REQUEST"]
@@ -54,6 +56,66 @@ HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 CONNECT_BATCH = 1000  # connections a worker opens before waiting for them (below somaxconn 4096)
 #: Linux's IP_BIND_ADDRESS_NO_PORT (include/uapi/linux/in.h); the socket module has it from 3.12.
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+FD_MARGIN = 64  # descriptors a worker needs besides its connections (stdio, epoll, the interpreter's own)
+MAX_WAIT_S = 600.0  # the longest hold() or release() may be asked to wait
+MAX_DRAIN_S = 30.0  # the longest a run waits for its last answers
+
+
+# ------------------------------------------------------------ argument checks (parent side only)
+
+
+def _seconds(name: str, value: object, low_ok: Callable[[float], bool], high: float, allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok(value) and value <= high):
+        raise ValueError(f"{name} must be a number of seconds in {allowed}, got {value!r}")  # NaN fails both
+    return float(value)
+
+
+def _callable_or_none(name: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a function to call (or None), got {value!r}")
+
+
+def _addresses(addresses: object) -> list[tuple[str, int]]:
+    """A non-empty list of loopback (host, port) pairs; a lone pair is named as the mistake it is."""
+    from .addresses import loopback_address  # the parent's package; worker processes never check
+
+    if not isinstance(addresses, (list, tuple)) or not addresses:
+        raise TypeError(f"addresses must be a non-empty list of (host, port) pairs, got {addresses!r}")
+    if len(addresses) == 2 and isinstance(addresses[0], str):
+        raise TypeError(f"addresses must be a list of (host, port) pairs: write [{tuple(addresses)!r}], "
+                        f"not {addresses!r}")
+    return [loopback_address(f"addresses[{i}]", a) for i, a in enumerate(addresses)]
+
+
+def _ephemeral_ports() -> int:
+    """How many local ports connect() chooses from (/proc/sys/net/ipv4/ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return high - low + 1
+    except (OSError, ValueError):
+        return 28232  # Linux's default range, 32768-60999
+
+
+def _check_capacity(connections: int, workers: int, pairs: int, how: str) -> None:
+    """Refuse, before anything opens, more connections than the fd limit or the port range allow.
+
+    Each worker holds its share of the connections (plus FD_MARGIN descriptors) under the
+    hard RLIMIT_NOFILE; each (source address, server address) pair gives at most one
+    connection per ephemeral port.
+    """
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    per_worker = -(-connections // workers)
+    if hard != resource.RLIM_INFINITY and per_worker + FD_MARGIN > hard:
+        fits = (hard - FD_MARGIN) * workers
+        raise ValueError(f"connections={connections} over {workers} worker(s) is {per_worker} per process, but the "
+                         f"fd hard limit (RLIMIT_NOFILE, `ulimit -Hn`) is {hard}: use at most {max(0, fits)} "
+                         f"connections with {workers} workers, more workers (up to 32), or a higher `nofile` limit")
+    ports = _ephemeral_ports()
+    if connections > ports * pairs:
+        raise ValueError(f"connections={connections} exceed the {ports * pairs} that {how} can give (one per "
+                         f"ephemeral port, ip_local_port_range has {ports}): use at most {ports * pairs}"
+                         + ("" if how.startswith("hold") else ", or hold() with more source addresses"))
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -61,10 +123,20 @@ def percentile(values: Sequence[float], q: float) -> float:
 
     The smallest value such that at least q % of the values are less than or equal to it:
     of 1..100, p50 is 50 and p99 is 99; p0 is the minimum, p100 the maximum. Returns nan
-    for no values; raises ValueError for q outside [0, 100].
+    for no values; raises ValueError for q outside [0, 100] and TypeError or ValueError for
+    `values` that are not a sequence of real numbers (a NaN has no rank).
     """
+    if isinstance(q, bool) or not isinstance(q, (int, float)):
+        raise TypeError(f"q must be a percentage (a number in [0, 100]), got {type(q).__name__} {q!r}")
     if not 0 <= q <= 100:
         raise ValueError(f"q must be a percentage in [0, 100], got {q!r}")
+    if not isinstance(values, Sequence) or isinstance(values, (str, bytes, bytearray)):
+        raise TypeError(f"values must be a list of numbers, got {type(values).__name__} {values!r:.60}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, Real):
+            raise TypeError(f"values must be numbers, got {type(v).__name__} {v!r} among them")
+        if math.isnan(v):
+            raise ValueError("values contain NaN, which has no place in an ordering: drop it before asking")
     if not values:
         return math.nan
     ordered = sorted(values)
@@ -208,22 +280,30 @@ class LoadGenerator:
         per second in total (open loop), or None for a closed loop. ``on_ready()``, if
         given, is called once every connection is open and before the first request
         (e.g. to read the server's memory with N connections); its value lands in
-        ``.sample``. Raises ValueError for
-        bad arguments, TimeoutError if the workers hang, RuntimeError if one dies.
+        ``.sample``. `address` is a (host, port) pair on loopback; `drain_s` is in [0, 30] s.
+        Raises TypeError/ValueError for bad arguments (before any worker is told anything),
+        among them more connections than the workers' fd limit or one source address's
+        ephemeral ports allow; TimeoutError if the workers hang, RuntimeError if one dies.
         """
+        if not self.workers:
+            raise RuntimeError("this LoadGenerator is closed; start a new one")
         if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 100_000:
             raise ValueError(f"connections must be an int in 1-100000, got {connections!r}")
-        if not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 30:
+        if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 30:
             raise ValueError(f"duration_s must be in (0, 30] seconds, got {duration_s!r}")
         if service not in ("echo", "http"):
             raise ValueError(f"service must be 'echo' or 'http', got {service!r}")
         if isinstance(payload, bool) or not isinstance(payload, int) or not 1 <= payload <= 65536:
             raise ValueError(f"payload must be an int in 1-65536 bytes, got {payload!r}")
-        if rate is not None and (not isinstance(rate, (int, float)) or not 0 < rate <= 1e6):
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e6):
             raise ValueError(f"rate must be None (closed loop) or requests/s in (0, 1e6], got {rate!r}")
+        _seconds("drain_s", drain_s, lambda v: v >= 0, MAX_DRAIN_S, f"[0, {MAX_DRAIN_S:g}]")
+        _callable_or_none("on_ready", on_ready)
+        (address,) = _addresses([address])
         if self._holding:
             raise RuntimeError("release() the held connections before a run")
         workers = self.workers[: min(len(self.workers), connections)]
+        _check_capacity(connections, len(workers), 1, "one source address to one server")
         shares = self._split(connections, len(workers))
         for w, n in zip(workers, shares):
             w.send({"cmd": "run", "address": list(address[:2]), "connections": n, "duration_s": duration_s,
@@ -257,12 +337,23 @@ class LoadGenerator:
 
         Connections go round-robin to `addresses` (servers) and bind round-robin to the
         source addresses `sources` (127.0.0.x: each gives another ~28,000 ephemeral
-        ports). ``progress(n)`` is called with the number opened so far.
+        ports). ``progress(n)`` is called with the number opened so far. Raises
+        TypeError/ValueError before anything opens for bad arguments, among them more
+        connections than the workers' fd limit or the sources' ephemeral ports allow
+        (``c10k.plan_c10k()`` plans within both).
         """
+        if not self.workers:
+            raise RuntimeError("this LoadGenerator is closed; start a new one")
         if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 1_000_000:
             raise ValueError(f"connections must be an int in 1-1000000, got {connections!r}")
         if not addresses or not sources:
             raise ValueError("hold() needs at least one server address and one source address")
+        addresses = _addresses(addresses)
+        sources = self._sources(sources, addresses)
+        _callable_or_none("progress", progress)
+        _seconds("timeout_s", timeout_s, lambda v: v > 0, MAX_WAIT_S, f"(0, {MAX_WAIT_S:g}]")
+        _check_capacity(connections, len(self.workers), len(sources) * len(addresses),
+                        f"hold() from {len(sources)} source(s) to {len(addresses)} server(s)")
         if self._holding:
             raise RuntimeError("already holding connections: release() them first")
         shares = self._split(connections, len(self.workers))
@@ -291,8 +382,26 @@ class LoadGenerator:
             failed=sum(h["failed"] for h in held), seconds=seconds, errors=[e for h in held for e in h["errors"]][:10],
         )
 
+    @staticmethod
+    def _sources(sources: object, addresses: list[tuple[str, int]]) -> list[str]:
+        """Loopback source addresses of the servers' IP version (bind() needs the same family)."""
+        if not isinstance(sources, (list, tuple)) or not all(isinstance(s, str) for s in sources):
+            raise TypeError(f"sources must be a list of loopback addresses such as ['127.0.0.1', '127.0.0.2'], "
+                            f"got {sources!r}")
+        versions = {ipaddress.ip_address(host).version for host, _ in addresses}
+        for source in sources:
+            try:
+                ip = ipaddress.ip_address(source)
+            except ValueError:
+                ip = None
+            if ip is None or not ip.is_loopback or (list(sources) != ["127.0.0.1"] and versions != {ip.version}):
+                raise ValueError(f"sources must be loopback addresses of the servers' IP version (127.x.y.z for "
+                                 f"127.0.0.1), got {source!r}")
+        return list(sources)
+
     def release(self, timeout_s: float = 30.0) -> None:
         """Close every connection ``hold()`` opened (waits until the workers did)."""
+        _seconds("timeout_s", timeout_s, lambda v: v > 0, MAX_WAIT_S, f"(0, {MAX_WAIT_S:g}]")
         workers, self._holding = self._holding, []
         for w in workers:
             w.send({"cmd": "release"})

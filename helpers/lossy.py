@@ -33,7 +33,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from .servers import THREAD_PREFIX, ServerError, family_for, register, unregister
+from .addresses import loopback_address, loopback_host
+from .servers import THREAD_PREFIX, ServerError, register, unregister
 
 __all__ = ["Fate", "FateDrawer", "DirectionStats", "RelayStats", "LossyRelay", "validate_probability"]
 
@@ -123,8 +124,9 @@ class LossyRelay:
     Arguments: `loss`, `duplicate`, `reorder` are probabilities in [0, 1] applied to each
     datagram in both directions; `delay_s` is the added one-way delay (0 to 1 s); `hold_s`
     is the longest a reordered datagram waits for one to overtake it (0 to 1 s); `seed`
-    makes the fates repeatable. The relay listens on 127.0.0.1 (or ::1) port 0:
-    ``relay.address`` is where the client sends.
+    makes the fates repeatable. The relay listens on `host` (127.0.0.1 or ::1) port 0:
+    ``relay.address`` is where the client sends. `host` and the server must be loopback
+    addresses of the same IP version (ValueError otherwise; TypeError for a wrong type).
     """
 
     kind = "lossy-relay"
@@ -141,12 +143,11 @@ class LossyRelay:
         seed: int = 0,
         host: str = "127.0.0.1",
     ):
-        if not (isinstance(server_address, tuple) and len(server_address) >= 2 and isinstance(server_address[1], int)):
+        if not isinstance(server_address, tuple):
             raise TypeError(f"server_address must be a (host, port) tuple, got {server_address!r}")
-        if not 1 <= server_address[1] <= 65535:
-            raise ValueError(f"server_address port must be 1-65535, got {server_address[1]}")
-        family = family_for(host)
-        if family_for(server_address[0]) != family:
+        loopback_address("server_address", server_address)
+        family = loopback_host("host", host)
+        if loopback_host("server_address host", server_address[0]) != family:
             raise ValueError(f"the relay host {host!r} and server {server_address[0]!r} must be the same IP version")
         self.delay_s = _validate_seconds("delay_s", delay_s, MAX_DELAY_S)
         self.hold_s = _validate_seconds("hold_s", hold_s, MAX_DELAY_S)
@@ -288,8 +289,10 @@ class LossyRelay:
         """Stop relaying, close the sockets, join the thread. Safe to call twice.
 
         Datagrams still delayed or held are discarded (the network lost them). Raises
-        ServerError if the relay thread failed (unless raise_errors is False).
+        ServerError if the relay thread failed (unless raise_errors is False), and ValueError,
+        before stopping anything, if `timeout_s` is not a number of seconds in [0, 600].
         """
+        _validate_seconds("timeout_s", timeout_s, 600.0)
         if not self._stopped:
             self._stopped = True
             try:

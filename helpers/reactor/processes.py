@@ -30,7 +30,6 @@ from typing import Any
 
 from .. import servers as _servers
 from .httpserver import check_idle_timeout
-from .serve import KINDS
 from .threads import check_threads
 
 __all__ = ["ReusePortGroup", "start_server_process", "ServerProcess"]
@@ -96,6 +95,8 @@ class ServerProcess:
 
 def start_server_process(kind: str = "reactor", *extra: str) -> ServerProcess:
     """Start ``python -m helpers.reactor.serve --kind <kind> <extra...>`` and wait for its port."""
+    from .serve import KINDS  # here: serve starts the stdlib http.server only when asked
+
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     return ServerProcess("--kind", kind, *extra)

@@ -8,9 +8,10 @@ ratios against the asyncio Protocol server running the same HTTP session, all me
 in this one run. On a 2-core machine wrk itself needs most of a core, so CPU per request
 is the fairer comparison; req/s is capped by the client. No assertions: it prints.
 
-    python bench/http.py [--duration 5] [--connections 100] [--threads 1]
+    python bench/http_servers.py [--duration 5] [--connections 100] [--threads 1]
 
-Needs wrk: ``apt-get install wrk`` (Debian/Ubuntu).
+Needs wrk: ``apt-get install wrk`` (Debian/Ubuntu). (Not named http.py: a script's folder
+comes first on sys.path, and a bench/http.py would hide the stdlib's http package.)
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes for the SO_REUSEPORT mode")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        sys.exit("bench/http.py needs wrk: apt-get install wrk")
+        sys.exit("bench/http_servers.py needs wrk: apt-get install wrk")
     if not 1 <= args.duration <= 60 or not 1 <= args.connections <= 10_000 or not 1 <= args.rounds <= 20:
         parser.error("--duration must be 1-60 s, --connections 1-10000, --rounds 1-20")
 

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import checks
 from .addresses import loopback_host
 from .behaviours import check_connection
 from .servers import THREAD_PREFIX, ServerError, listening_socket, register, unregister
@@ -64,15 +65,6 @@ HTTP_TOO_LARGE = (
 HTTP_BAD = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 MAX_BACKLOG = 65535  # listen() backlogs beyond this are nonsense: Linux caps them at net.core.somaxconn
 MAX_WAIT_S = 600.0  # the longest a start, stop or wait here may be asked to take
-
-
-def _seconds(name: str, value: object, *, zero_ok: bool = False) -> float:
-    """`value` as seconds if it is a number in (0, MAX_WAIT_S] ([0, ...] with zero_ok); NaN, inf, bools refused."""
-    low_ok = (lambda v: v >= 0) if zero_ok else (lambda v: v > 0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok(value) and value <= MAX_WAIT_S):
-        raise ValueError(f"{name} must be a number of seconds in {'[' if zero_ok else '('}0, {MAX_WAIT_S:g}], "
-                         f"got {value!r}")
-    return float(value)
 
 
 class ProtocolError(ValueError):
@@ -207,7 +199,7 @@ class AsyncioServer:
         if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= MAX_BACKLOG:
             raise ValueError(f"backlog must be an int >= 0 and <= {MAX_BACKLOG}, got {backlog!r}")
         loopback_host("host", host)  # "host must be an IP address ..." for a name such as 'localhost'
-        _seconds("start_timeout_s", start_timeout_s)
+        checks.seconds("start_timeout_s", start_timeout_s, high=MAX_WAIT_S)
         self.service = service
         self.backlog = backlog
         self.errors: list[BaseException] = []
@@ -286,7 +278,7 @@ class AsyncioServer:
         Raises ServerError if the loop reported an error (unless raise_errors is False), and
         ValueError, before stopping anything, if `timeout_s` is not a number in [0, 600].
         """
-        _seconds("timeout_s", timeout_s, zero_ok=True)
+        checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             if not self.loop.is_closed():
@@ -399,7 +391,7 @@ def blocked_in(tids: list[int], timeout_s: float = 2.0, *, expect: set[str] | No
     if tids is None:
         raise TypeError("blocked_in() needs the thread ids to watch, got None")
     _check_tids(tids)
-    _seconds("timeout_s", timeout_s)
+    checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
     if isinstance(settle_s, bool) or not isinstance(settle_s, (int, float)) or not 0 < settle_s <= 1:
         raise ValueError(f"settle_s must be a number of seconds in (0, 1], got {settle_s!r}")
     if expect is not None and not (isinstance(expect, (set, frozenset)) and all(isinstance(e, str) for e in expect)):

@@ -127,11 +127,13 @@ def _count(name: str, value: object, low: int, high: int) -> int:
 
 
 def _seconds(name: str, value: object, *, zero_ok: bool = False) -> float:
-    """Seconds in (0, MAX_WAIT_S] ([0, ...] with zero_ok); NaN, inf and bools are refused."""
-    number = not isinstance(value, bool) and isinstance(value, (int, float))
-    if not (number and (value >= 0 if zero_ok else value > 0) and value <= MAX_WAIT_S):  # NaN fails both
-        raise ValueError(f"{name} must be a number of seconds in {'[' if zero_ok else '('}0, {MAX_WAIT_S:g}], "
-                         f"got {value!r}")
+    """helpers.checks.seconds() with high=MAX_WAIT_S (copied: this file also runs as a stdlib-only
+    script): TypeError for a non-number or a bool, ValueError for NaN, inf or out of range."""
+    interval = f"{'[' if zero_ok else '('}0, {MAX_WAIT_S:g}]"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds in {interval}, got {type(value).__name__} {value!r}")
+    if not (value >= 0 if zero_ok else value > 0) or not value <= MAX_WAIT_S:  # NaN fails both
+        raise ValueError(f"{name} must be a number of seconds in {interval}, got {value!r}")
     return float(value)
 
 

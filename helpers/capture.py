@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import netns
+from . import checks, netns
 from .capture_root import CaptureUnavailable, can_capture
 from .diagrams import SequenceDiagram
 from .packets import TcpFlags, parse_frame, relative_numbers
@@ -478,8 +478,7 @@ def start(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, **kwargs:
     """Like capture(), but return at once: the experiment runs in its child while the caller
     goes on; ``.wait()`` returns the Capture (and reaps the child). The experiment should
     print little: its output waits in a pipe until wait() reads it."""
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 120:
-        raise ValueError(f"timeout_s must be a number of seconds in (0, 120], got {timeout_s!r}")
+    checks.seconds("timeout_s", timeout_s, high=120)
     try:
         json.dumps(kwargs)
     except (TypeError, ValueError) as exc:

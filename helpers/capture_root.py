@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
+from . import checks
 from .features import require_linux
 from .packets import Frame, parse_frame
 
@@ -154,8 +155,7 @@ class LoopbackCapture:
                 c.isspace() or c == "/" or not c.isprintable() for c in interface):
             raise ValueError(f"interface must be a network interface name such as 'lo' (1-15 characters, no "
                              f"spaces or '/'), got {interface!r}")
-        if isinstance(settle_s, bool) or not isinstance(settle_s, (int, float)) or not 0 < settle_s <= 1:
-            raise ValueError(f"settle_s must be a number of seconds in (0, 1], got {settle_s!r}")
+        checks.seconds("settle_s", settle_s, high=1)
         if isinstance(rcvbuf_bytes, bool) or not isinstance(rcvbuf_bytes, int) or not 4096 <= rcvbuf_bytes <= 1 << 30:
             raise ValueError(f"rcvbuf_bytes must be an int in 4096-{1 << 30} (the kernel caps it at "
                              f"net.core.rmem_max), got {rcvbuf_bytes!r}")

@@ -37,6 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
+from . import checks
 from .addresses import loopback_address, loopback_host
 from .behaviours import check_connection
 from .observe import SocketEntry, SocketTable, TcpState, socket_table, tcp_info
@@ -69,13 +70,6 @@ def _states(states: str | TcpState | Iterable[str | TcpState]) -> set[TcpState]:
     if not wanted:
         raise ValueError("states is empty: name at least one TCP state to wait for, e.g. 'CLOSE_WAIT'")
     return wanted
-
-
-def _seconds(name: str, value: object) -> float:
-    """`value` as seconds if it is a number in (0, MAX_WAIT_S]; NaN, inf, 0 and bools are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_WAIT_S:
-        raise ValueError(f"{name} must be a number of seconds in (0, {MAX_WAIT_S:g}], got {value!r}")
-    return float(value)
 
 
 def _connected(sock: object, who: str) -> socket.socket:
@@ -157,7 +151,7 @@ def drain(sock: socket.socket, *, timeout_s: float = 5.0) -> int:
     (a number in (0, 600]).
     """
     check_connection(sock, "drain")
-    _seconds("timeout_s", timeout_s)
+    checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
     total = 0
     sock.settimeout(timeout_s)
     try:
@@ -190,7 +184,7 @@ def wait_for_state(
     """
     tcp_info(sock)  # TypeError/ValueError for a non-TCP or closed socket, before waiting
     wanted = _states(states)
-    _seconds("timeout_s", timeout_s)
+    checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
     started = time.perf_counter()
     while True:
         state = tcp_info(sock).state
@@ -209,7 +203,7 @@ def wait_for_inq(sock: socket.socket, nbytes: int, *, timeout_s: float = 2.0) ->
     check_connection(sock, "wait_for_inq")
     if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0:
         raise ValueError(f"nbytes must be >= 0 (an int), got {nbytes!r}")
-    _seconds("timeout_s", timeout_s)
+    checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
     deadline = time.perf_counter() + timeout_s
     while (inq := queued(sock)[0]) < nbytes:
         if time.perf_counter() > deadline:
@@ -251,7 +245,7 @@ def wait_for_row(
     """
     local, remote = loopback_address("local", local), loopback_address("remote", remote)
     wanted = _states(states)
-    _seconds("timeout_s", timeout_s)
+    checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
     deadline = time.perf_counter() + timeout_s
     while True:
         rows = lookup(local, remote)
@@ -322,7 +316,7 @@ class ChildProcess:
         Raises TimeoutError (after killing and reaping it) if it runs longer than `timeout_s`,
         ValueError (leaving the child alone) if `timeout_s` is not a number in (0, 600].
         """
-        _seconds("timeout_s", timeout_s)
+        checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
         try:
             out, err = self.process.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import checks
+
 __all__ = [
     "UringStatus",
     "io_uring_status",
@@ -420,11 +422,10 @@ class PosixAioRead:
     def result(self, timeout_s: float = 2.0) -> bytes:
         """Wait up to `timeout_s` for the read; return the bytes (b'' at EOF).
 
-        Raises TimeoutError if it is still in flight, OSError if the read failed, ValueError
-        if `timeout_s` is not a number of seconds in [0, 600].
+        Raises TimeoutError if it is still in flight, OSError if the read failed, TypeError or
+        ValueError if `timeout_s` is not a number of seconds in [0, 600].
         """
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s <= 600:
-            raise ValueError(f"timeout_s must be a number of seconds in [0, 600], got {timeout_s!r}")
+        checks.seconds("timeout_s", timeout_s, high=600, zero_ok=True)
         if not self._finished:
             deadline = time.monotonic() + timeout_s
             cbs = (ctypes.POINTER(_Aiocb) * 1)(ctypes.pointer(self.cb))

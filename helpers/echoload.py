@@ -44,8 +44,9 @@ MAX_TIMEOUT_S = 600.0
 
 
 def _check_timeout(timeout_s: object) -> float:
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= MAX_TIMEOUT_S:
-        raise ValueError(f"timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {timeout_s!r}")
+    from .checks import seconds  # parent side only, as above
+
+    seconds("timeout_s", timeout_s, high=MAX_TIMEOUT_S)
     return float(timeout_s)
 
 

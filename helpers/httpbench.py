@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from . import checks
 from .addresses import loopback_address
 from .servers import THREAD_PREFIX, ServerError
 
@@ -142,11 +143,10 @@ class HTTPServerThread:
         """shutdown() + server_close(), shut open connections down, join every thread.
 
         Raises ServerError if a handler raised (unless raise_errors is False), and
-        RuntimeError if a thread is still alive after `timeout_s`; ValueError, before stopping
-        anything, if `timeout_s` is not a number of seconds in [0, 600].
+        RuntimeError if a thread is still alive after `timeout_s`; TypeError or ValueError,
+        before stopping anything, if `timeout_s` is not a number of seconds in [0, 600].
         """
-        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 <= timeout_s <= MAX_STOP_S:
-            raise ValueError(f"timeout_s must be a number of seconds in [0, {MAX_STOP_S:g}], got {timeout_s!r}")
+        checks.seconds("timeout_s", timeout_s, high=MAX_STOP_S, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             srv = self.server
@@ -228,8 +228,7 @@ def keepalive_load(
     """
     if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 64:
         raise ValueError(f"connections must be an int in 1-64, got {connections!r}")
-    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 10:
-        raise ValueError(f"duration_s must be a number of seconds in (0, 10], got {duration_s!r}")
+    checks.seconds("duration_s", duration_s, high=10)
     if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() or not c.isprintable() for c in path):
         raise ValueError(f"path must be a str starting with '/' without spaces or control characters, got {path!r}")
     host, port = loopback_address("address", address)

@@ -64,10 +64,10 @@ MAX_DRAIN_S = 30.0  # the longest a run waits for its last answers
 # ------------------------------------------------------------ argument checks (parent side only)
 
 
-def _seconds(name: str, value: object, low_ok: Callable[[float], bool], high: float, allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok(value) and value <= high):
-        raise ValueError(f"{name} must be a number of seconds in {allowed}, got {value!r}")  # NaN fails both
-    return float(value)
+def _seconds(name: str, value: object, *, high: float, zero_ok: bool = False) -> float:
+    from .checks import seconds  # the parent's package; worker processes never check
+
+    return seconds(name, value, high=high, zero_ok=zero_ok)
 
 
 def _callable_or_none(name: str, value: object) -> None:
@@ -297,7 +297,7 @@ class LoadGenerator:
             raise ValueError(f"payload must be an int in 1-65536 bytes, got {payload!r}")
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e6):
             raise ValueError(f"rate must be None (closed loop) or requests/s in (0, 1e6], got {rate!r}")
-        _seconds("drain_s", drain_s, lambda v: v >= 0, MAX_DRAIN_S, f"[0, {MAX_DRAIN_S:g}]")
+        _seconds("drain_s", drain_s, high=MAX_DRAIN_S, zero_ok=True)
         _callable_or_none("on_ready", on_ready)
         (address,) = _addresses([address])
         if self._holding:
@@ -351,7 +351,7 @@ class LoadGenerator:
         addresses = _addresses(addresses)
         sources = self._sources(sources, addresses)
         _callable_or_none("progress", progress)
-        _seconds("timeout_s", timeout_s, lambda v: v > 0, MAX_WAIT_S, f"(0, {MAX_WAIT_S:g}]")
+        _seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
         _check_capacity(connections, len(self.workers), len(sources) * len(addresses),
                         f"hold() from {len(sources)} source(s) to {len(addresses)} server(s)")
         if self._holding:
@@ -401,7 +401,7 @@ class LoadGenerator:
 
     def release(self, timeout_s: float = 30.0) -> None:
         """Close every connection ``hold()`` opened (waits until the workers did)."""
-        _seconds("timeout_s", timeout_s, lambda v: v > 0, MAX_WAIT_S, f"(0, {MAX_WAIT_S:g}]")
+        _seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
         workers, self._holding = self._holding, []
         for w in workers:
             w.send({"cmd": "release"})

@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import checks
 from .addresses import loopback_address, loopback_host
 from .servers import THREAD_PREFIX, ServerError, register, unregister
 
@@ -48,12 +49,6 @@ def validate_probability(name: str, value: float) -> float:
         raise ValueError(
             f"{name} must be a probability between 0 and 1 (0.2 means 20%), got {value!r}"
         )
-    return float(value)
-
-
-def _validate_seconds(name: str, value: float, limit: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= limit:
-        raise ValueError(f"{name} must be a number of seconds in [0, {limit:g}], got {value!r}")
     return float(value)
 
 
@@ -149,8 +144,8 @@ class LossyRelay:
         family = loopback_host("host", host)
         if loopback_host("server_address host", server_address[0]) != family:
             raise ValueError(f"the relay host {host!r} and server {server_address[0]!r} must be the same IP version")
-        self.delay_s = _validate_seconds("delay_s", delay_s, MAX_DELAY_S)
-        self.hold_s = _validate_seconds("hold_s", hold_s, MAX_DELAY_S)
+        self.delay_s = checks.seconds("delay_s", delay_s, high=MAX_DELAY_S, zero_ok=True)
+        self.hold_s = checks.seconds("hold_s", hold_s, high=MAX_DELAY_S, zero_ok=True)
         self.server_address = (server_address[0], server_address[1])
         self.stats = RelayStats()
         self.errors: list[BaseException] = []
@@ -292,7 +287,7 @@ class LossyRelay:
         ServerError if the relay thread failed (unless raise_errors is False), and ValueError,
         before stopping anything, if `timeout_s` is not a number of seconds in [0, 600].
         """
-        _validate_seconds("timeout_s", timeout_s, 600.0)
+        checks.seconds("timeout_s", timeout_s, high=600.0, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             try:

@@ -45,8 +45,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
+from . import checks
 from .features import require_linux
-from .servers import THREAD_PREFIX, _check_seconds
+from .servers import THREAD_PREFIX
 
 __all__ = [
     "FD_SETSIZE",
@@ -243,7 +244,7 @@ def _check_run(mechanism: str, idle_fds: int, waits: int, budget_s: float | None
     if not _is_int(waits) or not 1 <= waits <= 100_000:
         raise ValueError(f"waits must be an int in 1..100000, got {waits!r}")
     if budget_s is not None:
-        _check_seconds("budget_s", budget_s, high=3600, zero_ok=True)
+        checks.seconds("budget_s", budget_s, high=3600, zero_ok=True)
 
 
 def select_capacity() -> int:

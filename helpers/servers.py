@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import checks
 from .behaviours import STREAM_BEHAVIOURS
 
 __all__ = [
@@ -112,19 +113,6 @@ def _check_port(port: int) -> int:
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be in 0-65535 (0 lets the kernel choose), got {port}")
     return port
-
-
-def _check_seconds(name: str, value: float, *, high: float = 1e9, zero_ok: bool = False) -> float:
-    """`value` as a float if it is a number of seconds in (0, high] (or [0, high] when
-    zero_ok); TypeError for a non-number (a bool included), ValueError for NaN, infinity or
-    out of range. The default `high`, 1e9 s (31 years), only keeps float() and deadlines
-    finite. Shared by the helpers modules that take timeouts and durations."""
-    interval = f"{'[' if zero_ok else '('}0, {high:g}]"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds in {interval}, got {type(value).__name__} {value!r}")
-    if not (0 <= value if zero_ok else 0 < value) or not value <= high:  # NaN fails both comparisons
-        raise ValueError(f"{name} must be a number of seconds in {interval}, got {value!r}")
-    return float(value)
 
 
 def _check_backlog(backlog: int) -> int:
@@ -252,7 +240,7 @@ class _BackgroundServer:
 
     def result(self, timeout_s: float = 5.0) -> Any:
         """The next value a handler returned; TimeoutError if none arrives in time."""
-        timeout_s = _check_seconds("timeout_s", timeout_s, zero_ok=True)
+        timeout_s = checks.seconds("timeout_s", timeout_s, zero_ok=True)
         try:
             return self.results.get(timeout=timeout_s)
         except queue.Empty:
@@ -266,7 +254,7 @@ class _BackgroundServer:
         still running after `timeout_s` (blocked on something other than its socket) is
         left behind with a ResourceWarning naming its thread; stop() returns anyway.
         """
-        timeout_s = _check_seconds("timeout_s", timeout_s, zero_ok=True)
+        timeout_s = checks.seconds("timeout_s", timeout_s, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             self._stopping.set()
@@ -503,7 +491,7 @@ class ProcessServer:
     kind = "process"
 
     def __init__(self, behaviour: str = "echo", *, start_timeout_s: float = 10.0):
-        start_timeout_s = _check_seconds("start_timeout_s", start_timeout_s, high=600)
+        start_timeout_s = checks.seconds("start_timeout_s", start_timeout_s, high=600)
         if not isinstance(behaviour, str) or behaviour not in STREAM_BEHAVIOURS:
             raise ValueError(f"unknown behaviour {behaviour!r}; choose one of {sorted(STREAM_BEHAVIOURS)}")
         self.behaviour = behaviour
@@ -581,7 +569,7 @@ class ProcessServer:
         self._wait_for_state(lambda state: state not in "tT", "running", timeout_s)
 
     def _check_alive(self, action: str, timeout_s: float) -> None:
-        _check_seconds("timeout_s", timeout_s, high=60)
+        checks.seconds("timeout_s", timeout_s, high=60)
         if self.process.poll() is not None:
             raise RuntimeError(f"cannot {action} {self.name}: its child exited with code {self.process.returncode}; "
                                "start a new ProcessServer")
@@ -605,7 +593,7 @@ class ProcessServer:
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Resume if paused, ask the child to exit (SIGTERM), kill it if it does not."""
         del raise_errors  # the child's failures are reported by stderr_tail()
-        timeout_s = _check_seconds("timeout_s", timeout_s, zero_ok=True)
+        timeout_s = checks.seconds("timeout_s", timeout_s, zero_ok=True)
         if self._stopped:
             return
         self._stopped = True

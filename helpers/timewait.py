@@ -29,10 +29,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from . import checks
 from .diagrams import SequenceDiagram
 from .features import kernel_version, require_linux
 from .observe import SocketEntry, SocketTable, TcpState, _check_addr, socket_table
-from .servers import _check_seconds
 
 __all__ = [
     "TIME_WAIT_S",
@@ -96,7 +96,7 @@ def wait_for_state(local: Address, remote: Address, state: str | TcpState, *, ti
     """
     require_linux("the socket table (/proc/net/tcp)")
     want = TcpState.parse(state)
-    timeout_s = _check_seconds("timeout_s", timeout_s, high=60)
+    timeout_s = checks.seconds("timeout_s", timeout_s, high=60)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = socket_table(local=local, remote=remote)
@@ -118,7 +118,7 @@ def wait_gone(local: Address, remote: Address, *, timeout_s: float = 2.0) -> Soc
     that is not a number of seconds in (0, 120] (TIME_WAIT lasts 60 s).
     """
     require_linux("the socket table (/proc/net/tcp)")
-    timeout_s = _check_seconds("timeout_s", timeout_s, high=120)
+    timeout_s = checks.seconds("timeout_s", timeout_s, high=120)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = socket_table(local=local, remote=remote)
@@ -142,7 +142,7 @@ def wait_for_count(
     want = TcpState.parse(state)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive number of sockets, got {count!r}")
-    timeout_s = _check_seconds("timeout_s", timeout_s, high=120)
+    timeout_s = checks.seconds("timeout_s", timeout_s, high=120)
     _check_addr("remote", remote)
     deadline = time.monotonic() + timeout_s
     while True:
@@ -312,8 +312,8 @@ def ports_held(rate_per_s: float, t_s: float, *, time_wait_s: float = TIME_WAIT_
     rate * time_wait_s (if the range is big enough).
     """
     rate = _check_rate(rate_per_s)
-    t_s = _check_seconds("t_s", t_s, zero_ok=True)
-    return rate * min(t_s, _check_seconds("time_wait_s", time_wait_s))
+    t_s = checks.seconds("t_s", t_s, zero_ok=True)
+    return rate * min(t_s, checks.seconds("time_wait_s", time_wait_s))
 
 
 def exhaustion_time_s(rate_per_s: float, ports: int, *, time_wait_s: float = TIME_WAIT_S) -> float:
@@ -321,7 +321,7 @@ def exhaustion_time_s(rate_per_s: float, ports: int, *, time_wait_s: float = TIM
     IP:port has every one of `ports` ports in TIME_WAIT; math.inf if it never does (the
     rate is at most ports / time_wait_s, the highest sustainable rate)."""
     rate = _check_rate(rate_per_s)
-    time_wait_s = _check_seconds("time_wait_s", time_wait_s)
+    time_wait_s = checks.seconds("time_wait_s", time_wait_s)
     if isinstance(ports, bool) or not isinstance(ports, int) or ports < 1:
         raise ValueError(f"ports must be a positive count, got {ports!r}")
     if rate * time_wait_s <= ports:
@@ -353,7 +353,7 @@ def close_diagram(
         if not isinstance(value, Mapping):
             raise TypeError(f"{name} must be a dict such as {{'client': 'FIN_WAIT2', 'server': None}}, got {value!r}")
     if timer_s is not None:
-        _check_seconds("timer_s", timer_s, zero_ok=True)
+        checks.seconds("timer_s", timer_s, zero_ok=True)
     second = "server" if first == "client" else "client"
     a, p = first.capitalize(), second.capitalize()
 

@@ -38,11 +38,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import checks
 from .addresses import _parse_if_inet6
 from .features import require_linux
 from .observe import Address, TcpState, _check_pid, open_fds, parse_proc_tcp, socket_table
 from .packets import build_icmp_echo, parse_icmp, parse_ipv4
-from .servers import _check_seconds
 from .unix import UnixState, unix_table
 
 __all__ = [
@@ -247,7 +247,7 @@ def run_ss(*args: str, timeout_s: float = 5.0) -> str | None:
     """Run ``ss`` (iproute2) with `args` (default ``-tan``) and return its output, or None
     if ss is not installed. Raises RuntimeError with ss's message if it fails, TimeoutError
     after `timeout_s` seconds (ss is killed), TypeError for an argument that is not a str."""
-    timeout_s = _check_seconds("timeout_s", timeout_s, high=60)
+    timeout_s = checks.seconds("timeout_s", timeout_s, high=60)
     if not all(isinstance(a, str) for a in args):
         raise TypeError(f"ss arguments must be str, such as run_ss('-tan'), got {args!r}")
     candidates = ("/usr/bin/ss", "/usr/sbin/ss", "/sbin/ss")  # PATH may lack sbin for a normal user

@@ -95,7 +95,7 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
     ("HttpServer idle_timeout_s=0", lambda: HttpServer(idle_timeout_s=0), ValueError, ("idle_timeout_s", "0")),
     ("HttpServer idle_timeout_s=nan", lambda: HttpServer(idle_timeout_s=NAN), ValueError, ("idle_timeout_s", "nan")),
     ("HttpServer idle_timeout_s=inf", lambda: HttpServer(idle_timeout_s=INF), ValueError, ("idle_timeout_s", "inf")),
-    ("HttpServer idle_timeout_s='5'", lambda: HttpServer(idle_timeout_s="5"), ValueError, ("idle_timeout_s", "'5'")),
+    ("HttpServer idle_timeout_s='5'", lambda: HttpServer(idle_timeout_s="5"), TypeError, ("idle_timeout_s", "'5'")),
     ("HttpServer max_head_bytes=-1", lambda: HttpServer(max_head_bytes=-1), ValueError, ("max_head_bytes", "-1")),
     ("HttpServer max_body_bytes='1'", lambda: HttpServer(max_body_bytes="1"), ValueError, ("max_body_bytes", "'1'")),
     ("HttpServer router=42", lambda: HttpServer(42), TypeError, ("router", "42")),

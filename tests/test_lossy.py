@@ -96,7 +96,7 @@ def test_seed_is_validated() -> None:
         ({"reorder": "often"}, ValueError, r"^reorder must be a probability"),
         ({"delay_s": 5}, ValueError, r"^delay_s must be a number of seconds in \[0, 1\], got 5$"),
         ({"delay_s": -0.1}, ValueError, r"^delay_s must be a number of seconds"),
-        ({"hold_s": "1"}, ValueError, r"^hold_s must be a number of seconds"),
+        ({"hold_s": "1"}, TypeError, r"^hold_s must be a number of seconds"),
         ({"seed": 1.5}, TypeError, r"^seed must be an int"),
         ({"host": "localhost"}, ValueError, r"^host must be an IP address"),
         ({"host": "::1"}, ValueError, r"must be the same IP version$"),

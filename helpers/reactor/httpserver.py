@@ -24,6 +24,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .. import checks
 from .connection import TcpConnection
 from .dispatcher import DEFAULT_BACKEND
 from .http import (
@@ -46,9 +47,7 @@ DEFAULT_IDLE_TIMEOUT_S = 10.0
 
 def check_idle_timeout(idle_timeout_s: float) -> None:
     """Refuse an idle timeout that is not a number of seconds in (0, 3600] (NaN and inf too)."""
-    if isinstance(idle_timeout_s, bool) or not isinstance(idle_timeout_s, (int, float)) \
-            or not 0 < idle_timeout_s <= 3600:
-        raise ValueError(f"idle_timeout_s must be a number of seconds in (0, 3600], got {idle_timeout_s!r}")
+    checks.seconds("idle_timeout_s", idle_timeout_s, high=3600)
 
 
 class _Stats:

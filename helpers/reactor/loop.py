@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import socket
 import threading
 import time
@@ -39,6 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .. import checks
 from .buffer import DEFAULT_CAPACITY, Buffer
 from .channel import READ, Channel
 from .dispatcher import DEFAULT_BACKEND, make_dispatcher
@@ -198,10 +198,7 @@ class EventLoop:
     def call_later(self, delay_s: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Run fn(*args) after `delay_s` seconds (a finite number >= 0), in the loop's thread;
         returns a Timer to cancel."""
-        if isinstance(delay_s, bool) or not isinstance(delay_s, (int, float)):
-            raise TypeError(f"delay_s must be a number of seconds, got {type(delay_s).__name__} {delay_s!r}")
-        if not 0 <= delay_s < math.inf:  # NaN fails too; an infinite delay would overflow epoll's timeout
-            raise ValueError(f"delay_s must be a finite number of seconds >= 0, got {delay_s!r}")
+        checks.seconds("delay_s", delay_s, zero_ok=True)  # not NaN, not inf: epoll's timeout would overflow
         _check_callable(fn)
         timer = Timer(time.monotonic() + delay_s, fn, args)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))

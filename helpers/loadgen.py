@@ -87,16 +87,6 @@ def _addresses(addresses: object) -> list[tuple[str, int]]:
     return [loopback_address(f"addresses[{i}]", a) for i, a in enumerate(addresses)]
 
 
-def _ephemeral_ports() -> int:
-    """How many local ports connect() chooses from (/proc/sys/net/ipv4/ip_local_port_range)."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(x) for x in f.read().split())
-        return high - low + 1
-    except (OSError, ValueError):
-        return 28232  # Linux's default range, 32768-60999
-
-
 def _check_capacity(connections: int, workers: int, pairs: int, how: str) -> None:
     """Refuse, before anything opens, more connections than the fd limit or the port range allow.
 
@@ -111,7 +101,9 @@ def _check_capacity(connections: int, workers: int, pairs: int, how: str) -> Non
         raise ValueError(f"connections={connections} over {workers} worker(s) is {per_worker} per process, but the "
                          f"fd hard limit (RLIMIT_NOFILE, `ulimit -Hn`) is {hard}: use at most {max(0, fits)} "
                          f"connections with {workers} workers, more workers (up to 32), or a higher `nofile` limit")
-    ports = _ephemeral_ports()
+    from .c10k import ephemeral_ports  # parent side only, as above
+
+    ports = ephemeral_ports()
     if connections > ports * pairs:
         raise ValueError(f"connections={connections} exceed the {ports * pairs} that {how} can give (one per "
                          f"ephemeral port, ip_local_port_range has {ports}): use at most {ports * pairs}"

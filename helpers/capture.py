@@ -136,11 +136,56 @@ def __capture_main(experiment_kwargs, entry, use_namespace, package_root):
         if done.returncode != 0:
             raise OSError(f"{' '.join(cmd)} failed: {done.stderr.strip()}")
 
+    def _kernel_stamp(anc):
+        for level, kind, raw in anc:
+            if level == _s.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+                sec, nsec = _st.unpack("qq", raw[:16])
+                return sec + nsec / 1e9
+        return None
+
+    def _await_timestamps(sock, limit_s=3.0):
+        """Wait until the kernel stamps frames as they pass. The first socket on a host that
+        asks for timestamps only schedules turning them on (net_enable_timestamp() defers it
+        to a kernel worker); until that runs, a frame is stamped when it is read, and on a busy
+        machine the handshake of an experiment came out stamped seconds late. So: send a marked
+        datagram to ourselves on lo until its frame carries a time from before it was read."""
+        tag = _o.urandom(16)
+        with _s.socket(_s.AF_INET, _s.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            deadline = _t.time() + limit_s
+            while _t.time() < deadline:
+                u.sendto(tag, u.getsockname())  # to ourselves: no ICMP, nothing else on the wire
+                sent = _t.time()  # loopback delivers inside sendto(): a real stamp is <= sent
+                _t.sleep(0.01)
+                u.recv(64)
+                while True:
+                    try:
+                        data, anc, _flags, _addr = sock.recvmsg(262144, 64, _s.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        break
+                    stamp = _kernel_stamp(anc)
+                    if tag in data and stamp is not None and stamp <= sent + 0.001:
+                        while True:  # drop what is left of the warm-up
+                            try:
+                                sock.recvmsg(262144, 64, _s.MSG_DONTWAIT)
+                            except BlockingIOError:
+                                return True
+        return False
+
+    state["stamped"] = True
     g = globals()
     g["watch"], g["mark"], g["shape_lo"] = watch, mark, shape_lo
     if use_namespace:
         _bind(b"")  # the private lo carries only the experiment's traffic
+        state["stamped"] = _await_timestamps(pkt)
     else:
+        probe = _s.socket(_s.AF_PACKET, _s.SOCK_RAW, 0)  # root on the host: a second socket, no filter
+        try:
+            probe.setsockopt(_s.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            probe.bind(("lo", ETH_P_ALL))
+            state["stamped"] = _await_timestamps(probe)
+        finally:
+            probe.close()
         def set_link(name, up):
             raise PermissionError("set_link() only works inside a private namespace; it never touches the host's lo")
         g["set_link"] = set_link
@@ -158,12 +203,8 @@ def __capture_main(experiment_kwargs, entry, use_namespace, package_root):
                 raise
             if addr[2] == 4:  # PACKET_OUTGOING: the duplicate copy of a loopback frame
                 continue
-            stamp = _t.time()
-            for level, kind, raw in anc:
-                if level == _s.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
-                    sec, nsec = _st.unpack("qq", raw[:16])
-                    stamp = sec + nsec / 1e9
-            frames.append([stamp - t0, data.hex()])
+            stamp = _kernel_stamp(anc)
+            frames.append([(_t.time() if stamp is None else stamp) - t0, data.hex()])
 
     try:
         result = g[entry](**experiment_kwargs)
@@ -178,7 +219,8 @@ def __capture_main(experiment_kwargs, entry, use_namespace, package_root):
         pkt.close()
     if not use_namespace and not state["bound"]:
         raise RuntimeError("the experiment never called watch(port): on the host the capture needs the port")
-    return {"result": result, "frames": frames, "marks": state["marks"], "drops": drops}
+    return {"result": result, "frames": frames, "marks": state["marks"], "drops": drops,
+            "stamped": state["stamped"]}
 
 
 def main(experiment_kwargs, entry, use_namespace, package_root):
@@ -256,8 +298,11 @@ class Capture(list[Packet]):
     """
 
     def __init__(self, packets: list[Packet] = (), *, result: Any = None, marks: list | None = None,  # type: ignore[assignment]
-                 mode: str = "namespace", source: str = "", drops: int = 0):
+                 mode: str = "namespace", source: str = "", drops: int = 0, timed: bool = True):
         super().__init__(packets)
+        #: False if the kernel had not turned packet timestamps on within 3 s: then the order
+        #: and the contents are right, but each time is when the frame was read, not when it passed
+        self.timed = timed
         self.result = result
         self.marks: list[tuple[float, str, str]] = [tuple(m) for m in (marks or [])]  # type: ignore[misc]
         self.mode = mode
@@ -275,7 +320,7 @@ class Capture(list[Packet]):
         if n not in known:
             raise ValueError(f"no connection {n} in this capture; it has {known}")
         return Capture([p for p in self if p.conn == n], result=self.result, mode=self.mode, source=self.source,
-                       marks=[m for m in self.marks])
+                       marks=[m for m in self.marks], drops=self.drops, timed=self.timed)
 
     def flags(self) -> list[str]:
         """The flags of each packet, e.g. ['SYN', 'SYN,ACK', 'ACK']."""
@@ -296,7 +341,8 @@ class Capture(list[Packet]):
         where = {"namespace": "captured live in a private network namespace",
                  "root": "captured live on the host's lo (root)"}.get(self.mode, f"RECORDED earlier: {self.source}")
         drops = f"; the kernel dropped {self.drops} frames" if self.drops else ""
-        return f"{len(self)} packets, {where}{drops}"
+        untimed = "" if self.timed else "; the kernel did not stamp them in time, so times are when read"
+        return f"{len(self)} packets, {where}{drops}{untimed}"
 
     def __repr__(self) -> str:
         rows = [_COLUMNS] + self._rows()
@@ -470,7 +516,7 @@ class RunningCapture:
         got = answer["result"]
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         self._done = Capture(_to_packets(got["frames"]), result=got["result"], marks=got["marks"], mode=self.mode,
-                             drops=got["drops"], source=f"{self.mode}, {when}")
+                             drops=got["drops"], source=f"{self.mode}, {when}", timed=got["stamped"])
         return self._done
 
 

@@ -153,7 +153,7 @@ def handshake_data_close(payload_len: int) -> dict:
 @pytest.mark.parametrize("payload_len", [1, 1000])
 def test_live_handshake_data_and_close_add_up(payload_len: int) -> None:
     cap = capture.capture(handshake_data_close, payload_len=payload_len)
-    assert cap.live and cap.mode == MODE and cap.result["got"] == payload_len and cap.drops == 0
+    assert cap.live and cap.mode == MODE and cap.result["got"] == payload_len and cap.drops == 0 and cap.timed
     assert {p.conn for p in cap} == {1}
     flags = cap.flags()
     assert flags[:3] == ["SYN", "SYN,ACK", "ACK"], cap

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import traceback
 from pathlib import Path
 
 import pytest
@@ -21,4 +24,15 @@ def no_leaks(request: pytest.FixtureRequest):
     yield
     left = hygiene.leftovers(ignore=before)
     servers.stop_all()
-    assert not left, f"test left things behind: {left}"
+    assert not left, f"test left things behind: {left}{_where(left.threads)}"
+
+
+def _where(names: list[str]) -> str:
+    """Where each leftover thread is stuck: the last lines of its stack."""
+    frames = sys._current_frames()
+    out = []
+    for t in threading.enumerate():
+        if t.name in names and t.ident in frames:
+            stack = "".join(traceback.format_stack(frames[t.ident])[-4:])
+            out.append(f"\n--- {t.name} is at:\n{stack}")
+    return "".join(out)

@@ -226,10 +226,10 @@ class _BackgroundServer:
         thread = threading.Thread(
             target=target, args=args, name=f"{THREAD_PREFIX}-{self.name}-{role}", daemon=True
         )
-        with self._lock:
+        with self._lock:  # started under the lock: stop() never sees a thread it cannot join yet
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
-        thread.start()
+            thread.start()
 
     def _wait_readable(self, sel: selectors.BaseSelector) -> bool:
         """Block until the server socket is readable; False once stop() woke us."""
@@ -262,13 +262,16 @@ class _BackgroundServer:
                 self._wake_w.send(b"x")
             except OSError:
                 pass
-            self._close_connections()
             deadline = time.monotonic() + timeout_s
-            with self._lock:
-                threads = list(self._threads)
-            for thread in threads:
-                if thread is not threading.current_thread():
-                    thread.join(max(0.0, deadline - time.monotonic()))
+            # Two passes: the loop thread may accept one last connection and start its handler
+            # after we looked; once the loop thread has exited, nothing new can start.
+            for _ in range(2):
+                self._close_connections()
+                with self._lock:
+                    threads = list(self._threads)
+                for thread in threads:
+                    if thread is not threading.current_thread():
+                        thread.join(max(0.0, deadline - time.monotonic()))
             stuck = [t.name for t in threads if t.is_alive()]
             self.sock.close()
             self._wake_r.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -140,3 +141,15 @@ def test_stop_all_stops_everything() -> None:
     a, b = servers.TCPServer(), servers.UDPServer()
     assert servers.stop_all() >= 2
     assert not a.running and not b.running
+
+
+def test_stop_right_after_a_connect_joins_the_late_handler() -> None:
+    """stop() racing with accept(): a connection accepted while stop() runs still has its
+    handler shut down and joined before stop() returns (it used to be left blocked in recv)."""
+    for _ in range(200):
+        with servers.TCPServer(lambda conn: conn.recv(1)) as srv, socket.create_connection(srv.address) as c:
+            pass  # stop() at once: the accept may happen after stop() looked at the connections
+        prefix = f"{servers.THREAD_PREFIX}-{srv.name}-"
+        alive = [t.name for t in threading.enumerate() if t.name.startswith(prefix)]
+        assert not alive, f"stop() returned with {alive} still running"
+        del c

@@ -151,3 +151,10 @@ def test_exact_lookup_falls_back_to_proc_without_netlink(pair, monkeypatch: pyte
     monkeypatch.setattr(observe, "_sock_diag_lookup", refused)
     rows = observe.socket_table(local=client.getsockname(), remote=client.getpeername())
     assert rows.states() == ["ESTABLISHED"] and rows[0].local == client.getsockname()
+
+
+def test_ksoftirqd_cpu_s_counts_up() -> None:
+    """The kernel's ksoftirqd threads exist on Linux, and their CPU time only grows."""
+    first = observe.ksoftirqd_cpu_s()
+    assert observe._KSOFTIRQD, "no ksoftirqd/N thread found in /proc"
+    assert 0.0 <= first <= observe.ksoftirqd_cpu_s()

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checks
+from .addresses import loopback_host
 from .behaviours import STREAM_BEHAVIOURS
 
 __all__ = [
@@ -120,16 +121,6 @@ def _check_backlog(backlog: int) -> int:
     if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= 65535:
         raise ValueError(f"backlog must be an int >= 0 (at most 65535, and the kernel caps it), got {backlog!r}")
     return backlog
-
-
-def _check_loopback(host: str) -> str:
-    """`host` if it is a loopback IP literal: course servers never listen on the network
-    (on JupyterHub other users share it), and hygiene.leftovers() flags any that do."""
-    family_for(host)  # TypeError or ValueError for a host that is no IP address
-    if not ipaddress.ip_address(host).is_loopback:
-        raise ValueError(f"host must be a loopback address such as '127.0.0.1' or '::1' (course servers never "
-                         f"listen on the network), got {host!r}")
-    return host
 
 
 def _check_handler(handler: Any, signature: str) -> None:
@@ -392,7 +383,8 @@ class TCPServer(_StreamServer):
         reuse_addr: bool = True,
     ):
         _check_handler(handler, "taking a socket")  # before the socket exists, so nothing leaks
-        sock = listening_socket(_check_loopback(host), port, backlog=backlog, reuse_addr=reuse_addr)
+        loopback_host("host", host)  # course servers never listen on the network
+        sock = listening_socket(host, port, backlog=backlog, reuse_addr=reuse_addr)
         self._address = sock.getsockname()[:2]
         super().__init__(sock, handler, accept=accept, name=f"tcp:{self._address[1]}")
 
@@ -449,7 +441,7 @@ class UDPServer(_BackgroundServer):
         _check_port(port)
         _check_handler(handler, "(data, addr) -> bytes | None")
         self.handler = handler
-        sock = socket.socket(family_for(_check_loopback(host)), socket.SOCK_DGRAM)
+        sock = socket.socket(loopback_host("host", host), socket.SOCK_DGRAM)
         try:
             _bind(sock, host, port)
             sock.setblocking(False)

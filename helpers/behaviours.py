@@ -14,6 +14,7 @@ import socket
 __all__ = ["echo", "discard", "pong", "STREAM_BEHAVIOURS", "check_connection"]
 
 CHUNK = 64 * 1024  # bytes per recv(): large enough not to be the bottleneck on loopback
+MAX_PING_LINE = 64 * 1024  # bytes pong() reads looking for a newline before it gives up on the peer
 
 
 def check_connection(conn: object, who: str) -> None:
@@ -54,11 +55,17 @@ def discard(conn: socket.socket) -> int:
 
 
 def pong(conn: socket.socket) -> int:
-    """Answer each line b'PING...' with b'PONG...' (a heartbeat responder); return how many."""
+    """Answer each line b'PING...' with b'PONG...' (a heartbeat responder); return how many.
+
+    A line longer than MAX_PING_LINE bytes ends the conversation: without the bound a peer
+    that never sends a newline would make readline() buffer its bytes without end (lesson 13).
+    """
     check_connection(conn, "pong")
     answered = 0
     with conn.makefile("rb") as lines:
-        for line in lines:
+        while line := lines.readline(MAX_PING_LINE + 1):
+            if len(line) > MAX_PING_LINE:
+                break  # the caller's close() (or the server's) ends the connection
             if line.startswith(b"PING"):
                 conn.sendall(b"PONG" + line[4:])
                 answered += 1

@@ -135,8 +135,9 @@ class ChatRoom:
 
     def _on_line(self, who: Hashable, text: str) -> list[Action]:
         name = self._names[who]
-        if text.startswith("/name"):
-            new = text[len("/name"):].strip()
+        command, _, rest = text.partition(" ")
+        if command == "/name":  # "/nameabc" is a message, not a rename to "abc"
+            new = rest.strip()
             if not NAME_PATTERN.match(new):
                 return [Send(who, _line(f"* {new!r} is not a name: use 1-16 letters, digits, _ or -"))]
             if new in self._names.values():

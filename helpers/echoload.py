@@ -54,11 +54,11 @@ def _check_run(address: object, connections: object, duration_s: object, payload
                on_connected: object) -> tuple[str, int]:
     """Every argument of a run, checked before any process starts or any byte is sent."""
     from .addresses import loopback_address  # parent side only: the load process never checks
+    from .checks import seconds
 
     if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= MAX_CONNECTIONS:
         raise ValueError(f"connections must be an int in 1-{MAX_CONNECTIONS}, got {connections!r}")
-    if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 10:
-        raise ValueError(f"duration_s must be in (0, 10] seconds, got {duration_s!r}")
+    seconds("duration_s", duration_s, high=10)
     if isinstance(payload, bool) or not isinstance(payload, int) or not 1 <= payload <= 65536:
         raise ValueError(f"payload must be an int in 1-65536 bytes, got {payload!r}")
     if on_connected is not None and not callable(on_connected):

@@ -281,8 +281,7 @@ class LoadGenerator:
             raise RuntimeError("this LoadGenerator is closed; start a new one")
         if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 100_000:
             raise ValueError(f"connections must be an int in 1-100000, got {connections!r}")
-        if isinstance(duration_s, bool) or not isinstance(duration_s, (int, float)) or not 0 < duration_s <= 30:
-            raise ValueError(f"duration_s must be in (0, 30] seconds, got {duration_s!r}")
+        _seconds("duration_s", duration_s, high=30)
         if service not in ("echo", "http"):
             raise ValueError(f"service must be 'echo' or 'http', got {service!r}")
         if isinstance(payload, bool) or not isinstance(payload, int) or not 1 <= payload <= 65536:

@@ -65,6 +65,8 @@ def test_rename_rules() -> None:
     assert sends(room.receive("b", b"/name alice\n"), "b") == b"* alice is taken\n"
     assert b"is not a name" in sends(room.receive("b", b"/name two words\n"), "b")
     assert room.members == {"a": "alice", "b": "guest2"}
+    out = room.receive("b", b"/namebob\n")  # a command is its own word: this is a message
+    assert sends(out, "a") == b"guest2: /namebob\n" and room.members["b"] == "guest2"
 
 
 def test_eof_removes_member_and_tells_the_others() -> None:

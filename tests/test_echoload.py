@@ -41,7 +41,7 @@ def test_nobody_listening_is_reported_not_raised() -> None:
     [
         ({"connections": 0}, r"^connections must be an int in 1-5000, got 0$"),
         ({"connections": True}, r"^connections must be an int"),
-        ({"connections": 1, "duration_s": 0}, r"^duration_s must be in \(0, 10\] seconds, got 0$"),
+        ({"connections": 1, "duration_s": 0}, r"^duration_s must be a number of seconds in \(0, 10\], got 0$"),
         ({"connections": 1, "payload": 70000}, r"^payload must be an int in 1-65536 bytes, got 70000$"),
     ],
 )

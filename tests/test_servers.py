@@ -132,6 +132,28 @@ def test_process_server_pause_resume_kill() -> None:
     assert srv not in servers.live_servers()
 
 
+def test_pong_hangs_up_on_a_line_with_no_end() -> None:
+    with servers.TCPServer(behaviours.pong) as srv, socket.create_connection(srv.address, timeout=5) as c:
+        c.sendall(b"PING ok\n")
+        assert c.recv(100) == b"PONG ok\n"
+        c.sendall(b"x" * behaviours.MAX_PING_LINE + b"more, and never a newline")
+        try:
+            assert c.recv(100) == b""  # a bounded read, then close: not a buffer that grows forever
+        except ConnectionResetError:
+            pass  # also a hang-up: the server closed with our unread bytes still queued
+        assert srv.result(timeout_s=5) == 1
+
+
+def test_pong_answers_a_line_at_the_limit() -> None:
+    line = b"PING " + b"x" * (behaviours.MAX_PING_LINE - 6) + b"\n"
+    with servers.TCPServer(behaviours.pong) as srv, socket.create_connection(srv.address, timeout=5) as c:
+        c.sendall(line)
+        got = b""
+        while len(got) < len(line):
+            got += c.recv(1 << 16)
+        assert got == b"PONG" + line[4:]
+
+
 def test_process_server_unknown_behaviour() -> None:
     with pytest.raises(ValueError, match=r"unknown behaviour 'ech'; choose one of"):
         servers.ProcessServer("ech")

@@ -551,7 +551,6 @@ def test_read_results_never_raises_nor_gives_more_than_max(lines: list[str]) -> 
     for name, (points, error) in results.tests.items():
         assert isinstance(points, float) and math.isfinite(points) and 0 <= points <= maxima[name]
         assert isinstance(error, str) and (points == 0 or not error)
-    assert results.kernel_pgid is None or (isinstance(results.kernel_pgid, int) and results.kernel_pgid > 1)
     assert all(isinstance(p, str) and p for p in results.problems)
     json.dumps(results.tasks)
 

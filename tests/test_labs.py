@@ -9,9 +9,11 @@ were edited to pass, a stray file and an unknown lab.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,11 +77,20 @@ def processes_mentioning(text: str) -> list[int]:
 def graded() -> Iterator[dict]:
     # A private temp dir, not tmp_path: pytest prunes old /tmp/pytest-of-<user> dirs when any
     # other pytest session of this user starts, which can delete the work dir mid-grading.
-    with tempfile.TemporaryDirectory(prefix="labs-graded-") as private:
-        yield _grade_fixture(Path(private))
+    # A process of our user that no submission started, in its own session and not our child
+    # (so the leak check does not count it): a forged results file must not get it killed.
+    start = ("import subprocess; print(subprocess.Popen(['sleep', '600'], start_new_session=True, "
+             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)")
+    bystander = int(subprocess.run([sys.executable, "-c", start], capture_output=True, text=True, check=True).stdout)
+    try:
+        with tempfile.TemporaryDirectory(prefix="labs-graded-") as private:
+            yield {**_grade_fixture(Path(private), bystander), "bystander": bystander}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(bystander, signal.SIGKILL)
 
 
-def _grade_fixture(base: Path) -> dict:
+def _grade_fixture(base: Path, bystander: int) -> dict:
     released = base / "released"
     result = labs_cli("release", "-o", str(released), "--cohort", "spring", "--student", "stu")
     assert result.returncode == 0, result.stderr
@@ -123,6 +134,18 @@ def _grade_fixture(base: Path) -> dict:
     weird.metadata.papermill.parameters = [1, 2]
     (subs / "weird").mkdir()
     nbformat.write(weird, subs / "weird" / f"{echo.id}.ipynb")
+    # Correct, but rewrites its results file to name the bystander's process group as its
+    # kernel's, and leaves a server running in a session of its own (out of the kernel's group).
+    sneaky = echo.solution_notebook()
+    task = next(c for c in sneaky.cells if c.get("metadata", {}).get("lab", {}).get("task"))
+    task.source = (
+        "import json, subprocess\nfrom helpers.labs import harness\n"
+        "with open(harness._results.name, 'w') as forged:\n"
+        f"    forged.write(json.dumps({{'event': 'start', 'pid': {bystander}, 'pgid': {bystander}}}) + '\\n')\n"
+        "escaped = subprocess.Popen(['sleep', '600'], start_new_session=True)\n"
+        f"open({str(base / 'escaped.pid')!r}, 'w').write(str(escaped.pid))\n" + task.source)
+    (subs / "sneaky").mkdir()
+    nbformat.write(sneaky, subs / "sneaky" / f"{echo.id}.ipynb")
     (subs / "stray.txt").write_text("not in a student folder")
     (subs / "lost").mkdir()
     (subs / "lost" / "99-nothing.ipynb").write_text("{}")
@@ -229,6 +252,26 @@ def test_nothing_left_running_after_grading(graded: dict) -> None:
     while (left := processes_mentioning(str(graded["out"]))) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not left, f"processes left by grading: {left}"
+
+
+def test_forged_results_cannot_aim_the_cleanup_and_escapes_are_caught(graded: dict) -> None:
+    lab = LABS[0]
+    assert totals(graded["rows"])[("sneaky", lab.id)] == (lab.max_points, lab.max_points), "its tests still ran"
+    assert alive(graded["bystander"]), "the grader killed a process group the submission named"
+    escaped = int((graded["base"] / "escaped.pid").read_text())
+    deadline = time.monotonic() + 5
+    while alive(escaped) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(escaped), "a process the submission started with setsid() outlived grading"
+
+
+def alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
 
 
 def test_feedback_notebook_has_the_score(graded: dict) -> None:

@@ -12,9 +12,13 @@ the grader
 4. runs it in a worker process (``python -m helpers.labs.worker``) that calls papermill
    with a per-cell timeout; the kernel is fresh, and ``harness`` appends one JSON line per
    test to a results file as it goes;
-5. gives the worker a wall-clock budget; past it, the worker's process group and the
-   kernel's are killed (a kernel runs in its own session, and ipykernel would only notice
-   its parent's death a second later);
+5. gives the worker a wall-clock budget; past it, the worker's process group is killed;
+   then every process still carrying this submission's ``GRADING_ENV`` mark in its
+   environment is killed with its process group: the kernel (it runs in its own session,
+   and ipykernel would only notice its parent's death a second later) and whatever servers
+   the submission left running, even in a session of their own. The mark is read from
+   ``/proc``, not from anything the kernel wrote, so a forged results file cannot aim the
+   kill at someone else's processes;
 6. scores from the results file: every test of the lab gets a row, and one that never
    reported gets 0 with the reason (timeout, dead kernel, ...).
 
@@ -30,6 +34,7 @@ extra ``-`` row of 0/0 points; a test never gets more than its max. At most
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -48,9 +53,13 @@ import nbformat
 from .harness import DEADLINE_ENV, RESULTS_ENV
 from .source import Lab, LabError, Test, find_labs
 
-__all__ = ["Row", "Outcome", "Results", "grade_folder", "read_results", "read_status", "GRADEBOOK_FIELDS"]
+__all__ = ["Row", "Outcome", "Results", "grade_folder", "read_results", "read_status", "GRADEBOOK_FIELDS",
+           "GRADING_ENV", "marked_processes", "kill_marked"]
 
 GRADEBOOK_FIELDS = ["student", "lab", "test", "points", "max", "error"]
+#: Environment entry set for a submission's worker, and so for its kernel and everything
+#: they start: the grader finds what a submission left running by it.
+GRADING_ENV = "LAB_GRADER_SUBMISSION"
 #: Characters of output a submission may print in total; enough for any honest lab.
 OUTPUT_LIMIT = 100_000
 #: Largest submission file read, in bytes: a lab notebook without outputs is ~30 kB.
@@ -95,12 +104,11 @@ class Outcome:
 
 @dataclass
 class Results:
-    """What a results file says, checked: {test: (points, error)}, task events, the kernel's
-    process group, and the problems found (one line each, for the gradebook)."""
+    """What a results file says, checked: {test: (points, error)}, task events, and the
+    problems found (one line each, for the gradebook)."""
 
     tests: dict[str, tuple[float, str]] = field(default_factory=dict)
     tasks: list[dict[str, Any]] = field(default_factory=list)
-    kernel_pgid: int | None = None
     problems: list[str] = field(default_factory=list)
 
 
@@ -132,11 +140,7 @@ def read_results(text: str, tests: list[Test]) -> Results:
             continue
         kind = event.get("event")
         if kind == "start":
-            pgid = event.get("pgid")
-            if isinstance(pgid, int) and not isinstance(pgid, bool) and pgid > 1 and out.kernel_pgid is None:
-                out.kernel_pgid = pgid
-            elif out.kernel_pgid is None:
-                out.problems.append(f"{where}: start event with pgid {pgid!r:.40}, not a process group id")
+            continue  # the kernel started (its pid is there for a person reading the file)
         elif kind == "test":
             name = event.get("test")
             if not isinstance(name, str) or name not in maxima:
@@ -188,6 +192,44 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def marked_processes(mark: str) -> dict[int, int]:
+    """{pid: process group} of the processes whose environment holds the entry `mark`
+    (``NAME=value``). Only our own user's environments are readable, so only ours are found."""
+    entry, found = mark.encode(), {}
+    for proc in os.scandir("/proc"):
+        if not proc.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{proc.name}/environ", "rb") as fh:
+                environ = fh.read()
+            with open(f"/proc/{proc.name}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:  # gone, or not ours
+            continue
+        if entry in environ.split(b"\0"):
+            found[int(proc.name)] = int(stat[stat.rfind(b")") + 2:].split()[2])  # state, ppid, pgrp
+    return found
+
+
+def kill_marked(mark: str, rounds: int = 5) -> int:
+    """SIGKILL every process holding `mark` and its process group (not the grader's own);
+    repeat while new ones appear (a process may fork as we look). Return how many were found."""
+    own, seen = os.getpgid(0), set()
+    for _ in range(rounds):
+        found = {pid: group for pid, group in marked_processes(mark).items() if pid not in seen}
+        if not found:
+            break
+        seen |= set(found)
+        for pid, group in found.items():
+            if group != own:
+                _kill_group(group)
+            else:  # cannot happen for a worker started in its own session; kill just the process
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    return len(seen)
 
 
 def _lab_for(path: Path, labs: dict[str, Lab]) -> Lab | None:
@@ -279,6 +321,8 @@ def _grade_one(
     env = dict(os.environ)
     env[RESULTS_ENV] = str(results_path)
     env[DEADLINE_ENV] = str(submission_timeout_s + 5)
+    mark = f"{GRADING_ENV}={work.resolve()}"
+    env[GRADING_ENV] = str(work.resolve())  # inherited by the kernel and all it starts: see kill_marked
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "helpers.labs.worker", str(graded_path), str(output_path),
                str(work / "parameters.json"), str(status_path), str(cell_timeout_s)]
@@ -303,8 +347,7 @@ def _grade_one(
         if cut:
             results.problems.append(f"results file over {MAX_RESULTS_BYTES} bytes; the rest was not read")
     tasks = results.tasks
-    if results.kernel_pgid is not None and results.kernel_pgid != os.getpgid(0):
-        _kill_group(results.kernel_pgid)  # the kernel and whatever servers the submission left running
+    kill_marked(mark)  # the kernel and whatever servers the submission left running
     status_error = read_status(_read_text(status_path, 64 * 1024)[0]) if status_path.exists() else ""
     if timed_out:
         reason = f"not run: the submission was stopped after {submission_timeout_s:g} s"

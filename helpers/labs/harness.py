@@ -75,7 +75,7 @@ def start(output_limit: int = 100_000) -> None:
     path = os.environ.pop(RESULTS_ENV, None)
     if path:
         _results = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open for the kernel's life)
-    _record(event="start", pid=os.getpid(), pgid=os.getpgid(0))
+    _record(event="start", pid=os.getpid())
     budget = [output_limit]
     sys.stdout = _Capped(sys.stdout, budget)  # type: ignore[assignment]
     sys.stderr = _Capped(sys.stderr, budget)  # type: ignore[assignment]

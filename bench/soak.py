@@ -98,6 +98,8 @@ def main() -> int:
                         cell["rss"].append(rss)
                         if failure:
                             cell["failures"].append(f"{mode} round {r + 1}: {failure}")
+                            # at once too, so an interrupted soak still says what failed
+                            print(f"FAIL {stem}, {mode} round {r + 1}: {failure}", file=sys.stderr, flush=True)
             print(f"{mode} round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
 
     header = f"{'notebook':34} {'runs':>5} {'fail':>5} {'seq median s':>13} {'seq max s':>10} " \

@@ -46,8 +46,7 @@ MAX_TIMEOUT_S = 600.0
 def _check_timeout(timeout_s: object) -> float:
     from .checks import seconds  # parent side only, as above
 
-    seconds("timeout_s", timeout_s, high=MAX_TIMEOUT_S)
-    return float(timeout_s)
+    return seconds("timeout_s", timeout_s, high=MAX_TIMEOUT_S)
 
 
 def _check_run(address: object, connections: object, duration_s: object, payload: object,

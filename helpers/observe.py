@@ -35,6 +35,7 @@ from .features import require_linux
 
 __all__ = [
     "ksoftirqd_cpu_s",
+    "proc_stat",
     "TcpState",
     "TcpInfo",
     "tcp_info",
@@ -677,6 +678,15 @@ def open_fds(pid: int | str = "self") -> list[FdEntry]:
     return out
 
 
+def proc_stat(path: str) -> list[str]:
+    """The fields of a /proc/<pid>/stat (or /proc/<pid>/task/<tid>/stat) file after the command
+    name, which may itself hold spaces and ')': [0] is field 3 (state), [1] ppid, [2] pgrp,
+    [11] utime, [12] stime, [36] processor (man 5 proc). OSError if the process is gone."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    return raw[raw.rindex(b")") + 2:].decode("ascii").split()
+
+
 _KSOFTIRQD: list[int] = []  # the pids of the kernel's ksoftirqd/N threads, found once
 
 
@@ -702,9 +712,8 @@ def ksoftirqd_cpu_s() -> float:
     ticks = 0
     for pid in _KSOFTIRQD:
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            fields = proc_stat(f"/proc/{pid}/stat")
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime + stime (fields 14 and 15 of stat)
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
     return ticks / os.sysconf("SC_CLK_TCK")

@@ -25,6 +25,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from . import checks
+from .observe import proc_stat
+
 __all__ = ["usable_cpus", "idlest_cpus", "thread_cpu", "pinned"]
 
 
@@ -55,8 +58,8 @@ def idlest_cpus(sample_s: float = 0.05) -> list[int]:
 
     Ties (common: a tick is 10 ms) keep the kernel's numbering. `sample_s` is 0.01-1 s.
     """
-    if isinstance(sample_s, bool) or not isinstance(sample_s, (int, float)) or not 0.01 <= sample_s <= 1:
-        raise ValueError(f"sample_s must be 0.01-1 seconds, got {sample_s!r}")
+    if checks.seconds("sample_s", sample_s, high=1) < 0.01:
+        raise ValueError(f"sample_s must be a number of seconds in [0.01, 1], got {sample_s!r}")
     before = _idle_ticks()
     time.sleep(sample_s)
     return by_idle_time(usable_cpus(), before, _idle_ticks())
@@ -69,9 +72,7 @@ def by_idle_time(cpus: list[int], before: dict[int, int], after: dict[int, int])
 
 def thread_cpu() -> int:
     """The CPU the calling thread last ran on (field 39, ``processor``, of /proc/thread-self/stat)."""
-    with open(f"/proc/self/task/{threading.get_native_id()}/stat", encoding="ascii") as fh:
-        stat = fh.read()
-    return int(stat[stat.rfind(")") + 2:].split()[36])  # fields from 3 (state) on; 39 is processor
+    return int(proc_stat(f"/proc/self/task/{threading.get_native_id()}/stat")[36])
 
 
 @contextmanager

@@ -39,6 +39,7 @@ from typing import Any
 from . import checks
 from .addresses import loopback_host
 from .behaviours import STREAM_BEHAVIOURS
+from .observe import proc_stat
 
 __all__ = [
     "ServerError",
@@ -572,9 +573,7 @@ class ProcessServer:
     def _wait_for_state(self, ok: Callable[[str], bool], what: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            # /proc/PID/stat: "pid (comm) S ..."; the state letter follows the last ')'.
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-            if ok(stat[stat.rindex(")") + 2]):
+            if ok(proc_stat(f"/proc/{self.pid}/stat")[0]):  # the state letter
                 return
             time.sleep(0.001)
         raise TimeoutError(f"{self.name}: child pid {self.pid} was not {what} after {timeout_s} s")

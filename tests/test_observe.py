@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import threading
 import time
 
 import pytest
@@ -158,3 +160,19 @@ def test_ksoftirqd_cpu_s_counts_up() -> None:
     first = observe.ksoftirqd_cpu_s()
     assert observe._KSOFTIRQD, "no ksoftirqd/N thread found in /proc"
     assert 0.0 <= first <= observe.ksoftirqd_cpu_s()
+
+
+def test_proc_stat_fields_survive_a_command_name_with_parentheses() -> None:
+    assert observe.proc_stat("/proc/self/stat")[1:3] == [str(os.getppid()), str(os.getpgid(0))]
+    seen = {}
+
+    def named() -> None:  # a thread's comm is ours to set, spaces and ')' included
+        tid = threading.get_native_id()
+        with open(f"/proc/self/task/{tid}/comm", "w") as f:
+            f.write("a) S 1 (b")
+        seen["fields"] = observe.proc_stat(f"/proc/self/task/{tid}/stat")
+
+    t = threading.Thread(target=named)
+    t.start()
+    t.join()
+    assert seen["fields"][0] in "RS" and seen["fields"][1] == str(os.getppid()), seen

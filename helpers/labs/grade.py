@@ -34,7 +34,6 @@ extra ``-`` row of 0/0 points; a test never gets more than its max. At most
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -50,6 +49,7 @@ from typing import Any
 
 import nbformat
 
+from ..observe import proc_stat
 from .harness import DEADLINE_ENV, RESULTS_ENV
 from .source import Lab, LabError, Test, find_labs
 
@@ -203,13 +203,11 @@ def marked_processes(mark: str) -> dict[int, int]:
             continue
         try:
             with open(f"/proc/{proc.name}/environ", "rb") as fh:
-                environ = fh.read()
-            with open(f"/proc/{proc.name}/stat", "rb") as fh:
-                stat = fh.read()
+                if entry not in fh.read().split(b"\0"):
+                    continue
+            found[int(proc.name)] = int(proc_stat(f"/proc/{proc.name}/stat")[2])
         except OSError:  # gone, or not ours
             continue
-        if entry in environ.split(b"\0"):
-            found[int(proc.name)] = int(stat[stat.rfind(b")") + 2:].split()[2])  # state, ppid, pgrp
     return found
 
 
@@ -222,12 +220,8 @@ def kill_marked(mark: str, rounds: int = 5) -> int:
         if not found:
             break
         seen |= set(found)
-        for pid, group in found.items():
-            if group != own:
-                _kill_group(group)
-            else:  # cannot happen for a worker started in its own session; kill just the process
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        for group in set(found.values()) - {own}:  # the worker runs in its own session, never in ours
+            _kill_group(group)
         time.sleep(0.01)
     return len(seen)
 

@@ -48,13 +48,19 @@ def one_run(path: Path) -> tuple[str, float, float, str | None]:
 
 
 def _why(exc: Exception) -> str:
-    """One line: for a failed cell, the source line that raised and the error; else the exception."""
+    """One line: for a failed cell, the source line that raised and the error; else where in
+    this process the exception was raised, and the exception."""
     if hasattr(exc, "ename"):  # nbclient's CellExecutionError: the kernel's traceback as text
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
         arrows = [line.split("---->", 1)[1].strip() for line in text.splitlines() if "---->" in line]
         where = f"at `{arrows[-1][:160]}`: " if arrows else ""
         return f"{where}{exc.ename}: {str(exc.evalue)[:300]}"
-    return traceback.format_exception_only(type(exc), exc)[-1].strip()[:300]
+    # Not a cell's error: raised in this process (nbclient, jupyter_client, the runner), so
+    # say where, or an `assert` inside those libraries reads as a bare "AssertionError: ".
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"in {Path(frames[-1].filename).name}:{frames[-1].lineno} ({frames[-1].name}), not in a cell: " \
+        if frames else ""
+    return where + traceback.format_exception_only(type(exc), exc)[-1].strip()[:300]
 
 
 def _name(path: Path) -> str:

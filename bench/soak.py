@@ -52,8 +52,10 @@ def _why(exc: Exception) -> str:
     this process the exception was raised, and the exception."""
     if hasattr(exc, "ename"):  # nbclient's CellExecutionError: the kernel's traceback as text
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        arrows = [line.split("---->", 1)[1].strip() for line in text.splitlines() if "---->" in line]
-        where = f"at `{arrows[-1][:160]}`: " if arrows else ""
+        # IPython marks the line that raised with an arrow and its number: "----> 7 assert ..."
+        # (IPython 8) or "---> 7 assert ..." (IPython 9); the last arrow is the innermost frame.
+        arrows = re.findall(r"^-+> *\d+ (.*)$", text, re.MULTILINE)
+        where = f"at `{arrows[-1].strip()[:160]}`: " if arrows else ""
         return f"{where}{exc.ename}: {str(exc.evalue)[:300]}"
     # Not a cell's error: raised in this process (nbclient, jupyter_client, the runner), so
     # say where, or an `assert` inside those libraries reads as a bare "AssertionError: ".

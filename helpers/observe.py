@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import NamedTuple
 
 from .features import require_linux
 
@@ -459,6 +460,89 @@ def _sock_diag_lookup(local: Address, remote: Address) -> SocketEntry | None:
     return None if entry.state is TcpState.LISTEN else entry
 
 
+_NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH: every socket, not one
+_NLMSG_DONE = 3
+_INET_DIAG_REQ_BYTECODE = 1
+_BC_S_GE, _BC_S_LE = 2, 3  # bytecode ops "local port >=" and "<=": together, "=="
+_BC_OP = struct.Struct("=BBH")  # code, jump if true, jump if false (bytes ahead)
+
+
+def _local_port_filter(port: int) -> bytes:
+    """inet_diag bytecode keeping the sockets whose local port is `port` (``ss sport = :N``).
+
+    Each test is an op and a second op carrying the port; a jump to the end accepts, a jump
+    to 4 bytes past it rejects (see inet_diag_bc_run in net/ipv4/inet_diag.c).
+    """
+    ops = b""
+    for offset, code in ((0, _BC_S_GE), (8, _BC_S_LE)):
+        ops += _BC_OP.pack(code, 8, 16 - offset + 4) + _BC_OP.pack(0, 0, port)
+    return ops
+
+
+class DiagRow(NamedTuple):
+    """One socket as NETLINK_SOCK_DIAG reports it (struct inet_diag_msg, <linux/inet_diag.h>)."""
+
+    state: int
+    timer: int
+    retransmits: int
+    local: Address
+    remote: Address
+    expires_ms: int
+    rqueue: int
+    wqueue: int
+    uid: int
+    inode: int
+    attrs: dict[int, bytes]  # extra attributes by type (INET_DIAG_SKMEMINFO = 7, ...)
+
+
+def sock_diag_dump(
+    family: int, protocol: int, *, ext: int = 0, local_port: int | None = None
+) -> Iterator[DiagRow]:
+    """Every socket of `protocol` and `family` over NETLINK_SOCK_DIAG, as ``ss`` lists them.
+
+    `ext` asks for extra attributes (bit N-1 for attribute N). `local_port` makes the kernel
+    keep only that port, so the answer is one pass over its table; unlike a read of
+    /proc/net/*, which resumes by position page by page and can skip or repeat a socket while
+    others come and go. OSError if the kernel refuses (EPROTONOSUPPORT: no diag module).
+    """
+    attr = b""
+    if local_port is not None:
+        code = _local_port_filter(local_port)
+        attr = struct.pack("=HH", 4 + len(code), _INET_DIAG_REQ_BYTECODE) + code
+    body = _DIAG_REQ.pack(family, protocol, ext, 0xFFFFFFFF) + bytes(48) + attr
+    flags = _NLM_F_REQUEST | _NLM_F_DUMP
+    request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, flags, 1, 0) + body
+    width = 4 if family == socket.AF_INET else 16
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
+        nl.sendto(request, (0, 0))
+        while True:
+            reply = nl.recv(65536)
+            offset = 0
+            while offset + _NLMSG_HDR.size <= len(reply):
+                length, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply, offset)
+                if kind == _NLMSG_DONE:
+                    return
+                if kind == _NLMSG_ERROR:
+                    (err,) = struct.unpack_from("=i", reply, offset + _NLMSG_HDR.size)
+                    raise OSError(-err, f"sock_diag dump failed: {os.strerror(-err)}")
+                msg = offset + _NLMSG_HDR.size
+                state, timer, retrans = _DIAG_MSG.unpack_from(reply, msg)[1:]
+                sport, dport = struct.unpack_from("!HH", reply, msg + 4)
+                src = ipaddress.ip_address(reply[msg + 8:msg + 8 + width])
+                dst = ipaddress.ip_address(reply[msg + 24:msg + 24 + width])
+                tail = _DIAG_TAIL.unpack_from(reply, msg + 52)
+                attrs: dict[int, bytes] = {}
+                at = msg + 72
+                while at + 4 <= offset + length:
+                    alen, atype = struct.unpack_from("=HH", reply, at)
+                    if alen < 4:
+                        break
+                    attrs[atype & 0x3FFF] = reply[at + 4:at + alen]
+                    at += (alen + 3) & ~3
+                yield DiagRow(state, timer, retrans, (str(src), sport), (str(dst), dport), *tail, attrs)
+                offset += (length + 3) & ~3
+
+
 def _check_addr(name: str, addr: Address | None) -> Address | None:
     if addr is None:
         return None
@@ -508,7 +592,7 @@ def socket_table(
         else:
             return SocketTable([entry] if entry is not None and (wanted is None or entry.state in wanted) else [])
     table = SocketTable()
-    seen: set[SocketEntry] = set()
+    seen: set[tuple[Address, Address, int]] = set()
     for name in ("tcp", "tcp6"):
         path = PROC_NET / name
         if not path.exists():
@@ -522,11 +606,15 @@ def socket_table(
                 continue
             if wanted is not None and e.state not in wanted:
                 continue
-            # The kernel walks its hash tables while sockets come and go, so a busy table
-            # can list the same socket twice in one read; keep the first.
-            if e in seen:
+            # The kernel fills this file a page at a time and finds its place again by
+            # counting rows, so while other sockets come and go one read can list the
+            # same socket twice, its timer a few ms apart. A socket is its 4-tuple plus
+            # inode (0 for a half-open request or a TIME_WAIT, whose 4-tuple is unique;
+            # SO_REUSEPORT listeners share an address but not an inode); keep the first.
+            key = (e.local, e.remote, e.inode)
+            if key in seen:
                 continue
-            seen.add(e)
+            seen.add(key)
             table.append(e)
     return table
 

@@ -4,8 +4,9 @@ Theory of operation. ``ss``, ``lsof``, ``ifconfig``/``ip`` and ``ping`` are smal
 over kernel interfaces a Python process can read itself:
 
 * ``lsof`` joins two tables: /proc/PID/fd says "fd 7 is socket:[40123]" (an inode number),
-  and /proc/net/{tcp,tcp6,udp,udp6,unix} say which socket has inode 40123. ``lsof()`` does
-  that join. It sees the sockets of this network namespace only, as ``lsof -i`` would.
+  and /proc/net/{tcp,tcp6,unix} say which socket has inode 40123. ``lsof()`` does that
+  join. It sees the sockets of this network namespace only, as ``lsof -i`` would. UDP
+  sockets come from ``udp_ports.udp_table``, which asks over netlink, like ``ss -uan``.
 * ``ss -tan`` asks the kernel over netlink (sock_diag); ``observe.socket_table`` reads the
   older /proc/net/tcp. ``parse_ss()`` reads ss's output so a lesson can cross-check the two.
 * ``ifconfig`` / ``ip -s link``: per-interface byte and packet counters are in
@@ -41,8 +42,9 @@ from pathlib import Path
 from . import checks
 from .addresses import _parse_if_inet6
 from .features import require_linux
-from .observe import Address, TcpState, _check_pid, open_fds, parse_proc_tcp, socket_table
+from .observe import Address, TcpState, _check_pid, open_fds, socket_table
 from .packets import build_icmp_echo, parse_icmp, parse_ipv4
+from .udp_ports import udp_table
 from .unix import UnixState, unix_table
 
 __all__ = [
@@ -117,14 +119,8 @@ def unix_sockets() -> dict[int, tuple[str, str, str]]:
 
 
 def _udp_sockets() -> dict[int, tuple[str, Address, Address]]:
-    found: dict[int, tuple[str, Address, Address]] = {}
-    for name, kind in (("udp", "UDP"), ("udp6", "UDP6")):
-        path = PROC_NET / name
-        if path.exists():
-            # /proc/net/udp has /proc/net/tcp's columns; state 7 means unconnected, 1 connected.
-            for e in parse_proc_tcp(path.read_text()):
-                found[e.inode] = (kind, e.local, e.remote)
-    return found
+    """Every UDP socket as {inode: ('UDP' or 'UDP6', local, remote)}, from udp_ports.udp_table."""
+    return {e.inode: ("UDP6" if ":" in e.local[0] else "UDP", e.local, e.remote) for e in udp_table()}
 
 
 def lsof(pid: int | str = "self", *, fds: Iterable[int] | None = None, sockets_only: bool = False) -> OpenFileTable:

@@ -176,3 +176,42 @@ def test_proc_stat_fields_survive_a_command_name_with_parentheses() -> None:
     t.start()
     t.join()
     assert seen["fields"][0] in "RS" and seen["fields"][1] == str(os.getppid()), seen
+
+
+# Two rows of one read of /proc/net/tcp, recorded while other programs opened and closed
+# sockets (ports changed; columns after the inode cut): the kernel listed one half-open request socket twice, its
+# timer 10 ms apart. That happened in about 1 of 60 reads under heavy churn, too rarely to
+# wait for in a test, so the test replays the recorded shape from a file.
+_DOUBLE_LISTED_TCP = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:9637 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 65276550
+  16: 0100007F:9637 0100007F:B68C 03 00000000:00000000 01:0000005E 00000000     0        0 0
+  17: 0100007F:9637 0100007F:B68C 03 00000000:00000000 01:0000005D 00000000     0        0 0
+ 303: 0100007F:B68C 0100007F:9637 01 00000000:00000000 00:00000000 00000000     0        0 65276551
+"""
+
+
+def test_socket_table_lists_a_socket_once_when_the_kernel_listed_it_twice(tmp_path, monkeypatch) -> None:
+    (tmp_path / "tcp").write_text(_DOUBLE_LISTED_TCP)
+    monkeypatch.setattr(observe, "PROC_NET", tmp_path)
+    rows = observe.socket_table(port=0x9637)
+    assert rows.states() == ["LISTEN", "SYN_RECV", "ESTABLISHED"], rows
+    assert rows[1].timer_s == pytest.approx(0.94)  # the first listing is kept
+
+
+def test_socket_table_keeps_listeners_that_share_an_address() -> None:
+    """SO_REUSEPORT listeners have one address and no peer; their inodes tell them apart."""
+    first = socket.socket()
+    second = socket.socket()
+    try:
+        for s in (first, second):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        first.bind(("127.0.0.1", 0))
+        second.bind(first.getsockname())
+        for s in (first, second):
+            s.listen()
+        rows = observe.socket_table(local=first.getsockname(), states=["LISTEN"])
+        assert sorted(r.inode for r in rows) == sorted(os.fstat(s.fileno()).st_ino for s in (first, second)), rows
+    finally:
+        first.close()
+        second.close()

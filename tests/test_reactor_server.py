@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import http.client
 import os
 import re
@@ -170,24 +171,31 @@ def test_acceptor_survives_real_emfile():
     with HttpServer(threads=0) as srv:
         child = subprocess.Popen([sys.executable, "-c", _EMFILE_CLIENTS, *map(str, srv.address)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        # No fd may come free during the test: a socket of an earlier test that only the
+        # cyclic garbage collector would close would give accept() an fd after all.
+        gc.collect()
+        gc.disable()
         try:
-            open_fds = {int(n) for n in os.listdir("/proc/self/fd")}
-            lowest_free = min(set(range(len(open_fds) + 1)) - open_fds)
+            lowest_free = os.open(os.devnull, os.O_RDONLY)  # the lowest free fd: all below are taken
+            os.close(lowest_free)
             resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no fd left for accept()
             try:
                 child.stdin.write(b"go\n")
                 child.stdin.flush()
                 assert child.stdout.readline() == b"connected\n"
-                deadline = time.monotonic() + 2
+                # The loop thread pauses within microseconds of waking; on a busy machine it may
+                # wake late, so wait for the pause itself (bounded, only a failure waits it out).
+                deadline = time.monotonic() + 30
                 while srv.acceptor.paused == 0 and time.monotonic() < deadline:
                     time.sleep(0.01)
             finally:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         finally:
+            gc.enable()
             child.stdin.close()
             child.stdout.close()
             child.wait(5)
-        assert srv.acceptor.paused >= 1
+        assert srv.acceptor.paused >= 1, f"no pause after EMFILE; accepted {srv.acceptor.accepted} connection(s)"
         c = http.client.HTTPConnection(*srv.address, timeout=5)  # after the pause: served again
         assert get(c)[0] == 200
         c.close()

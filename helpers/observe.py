@@ -425,39 +425,88 @@ def _sockid(local: tuple[str, int], remote: tuple[str, int]) -> bytes:
     return struct.pack("!HH", local[1], remote[1]) + src + dst + struct.pack("=III", 0, _NOCOOKIE, _NOCOOKIE)
 
 
+class DiagRow(NamedTuple):
+    """One socket as NETLINK_SOCK_DIAG reports it (struct inet_diag_msg, <linux/inet_diag.h>)."""
+
+    state: int
+    timer: int
+    retransmits: int
+    local: Address
+    remote: Address
+    expires_ms: int
+    rqueue: int
+    wqueue: int
+    uid: int
+    inode: int
+    attrs: dict[int, bytes]  # extra attributes by type (INET_DIAG_SKMEMINFO = 7, ...)
+
+
+def _diag_ask(
+    family: int, protocol: int, sockid: bytes, flags: int, *, ext: int = 0, attr: bytes = b""
+) -> socket.socket:
+    """A netlink socket that has sent one SOCK_DIAG_BY_FAMILY request (the caller closes it)."""
+    body = _DIAG_REQ.pack(family, protocol, ext, 0xFFFFFFFF) + sockid + attr
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
+    try:
+        nl.sendto(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, flags, 1, 0) + body, (0, 0))
+    except BaseException:
+        nl.close()
+        raise
+    return nl
+
+
+def _diag_errno(reply: bytes, offset: int) -> int:
+    """The errno of the NLMSG_ERROR message at `offset` (the kernel sends it negated)."""
+    return -struct.unpack_from("=i", reply, offset + _NLMSG_HDR.size)[0]
+
+
+def _diag_row(reply: bytes, offset: int, family: int) -> DiagRow:
+    """The inet_diag_msg in the netlink message at `offset`, with its attributes."""
+    (length,) = struct.unpack_from("=I", reply, offset)
+    msg = offset + _NLMSG_HDR.size
+    state, timer, retrans = _DIAG_MSG.unpack_from(reply, msg)[1:]
+    sport, dport = struct.unpack_from("!HH", reply, msg + 4)
+    width = 4 if family == socket.AF_INET else 16
+    src = ipaddress.ip_address(reply[msg + 8:msg + 8 + width])
+    dst = ipaddress.ip_address(reply[msg + 24:msg + 24 + width])
+    tail = _DIAG_TAIL.unpack_from(reply, msg + 52)
+    attrs: dict[int, bytes] = {}
+    at = msg + 72
+    while at + 4 <= offset + length:
+        alen, atype = struct.unpack_from("=HH", reply, at)
+        if alen < 4:
+            break
+        attrs[atype & 0x3FFF] = reply[at + 4:at + alen]
+        at += (alen + 3) & ~3
+    return DiagRow(state, timer, retrans, (str(src), sport), (str(dst), dport), *tail, attrs)
+
+
 def _sock_diag_lookup(local: Address, remote: Address) -> SocketEntry | None:
     """Ask the kernel for the one TCP socket with this 4-tuple (None if there is none)."""
-    version = ipaddress.ip_address(local[0]).version
-    family = socket.AF_INET6 if version == 6 else socket.AF_INET
-    body = _DIAG_REQ.pack(family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF) + _sockid(local, remote)
-    request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST, 1, 0) + body
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
-        nl.sendto(request, (0, 0))
+    family = socket.AF_INET6 if ipaddress.ip_address(local[0]).version == 6 else socket.AF_INET
+    with _diag_ask(family, socket.IPPROTO_TCP, _sockid(local, remote), _NLM_F_REQUEST) as nl:
         reply = nl.recv(8192)
     _, kind, _, _, _ = _NLMSG_HDR.unpack_from(reply)
     if kind == _NLMSG_ERROR:
-        (err,) = struct.unpack_from("=i", reply, _NLMSG_HDR.size)
-        if -err == errno.ENOENT:
+        err = _diag_errno(reply, 0)
+        if err == errno.ENOENT:
             return None  # no socket with this 4-tuple
-        raise OSError(-err, f"sock_diag lookup failed: {errno.errorcode.get(-err, -err)}")
-    offset = _NLMSG_HDR.size
-    _, state, timer, retrans = _DIAG_MSG.unpack_from(reply, offset)
-    offset += _DIAG_MSG.size + 48  # skip the sockid: it echoes what we asked for
-    expires_ms, rqueue, wqueue, uid, inode = _DIAG_TAIL.unpack_from(reply, offset)
-    entry = SocketEntry(
-        state=TcpState(state),
-        local=(str(ipaddress.ip_address(local[0])), local[1]),
-        remote=(str(ipaddress.ip_address(remote[0])), remote[1]),
-        send_q=wqueue,
-        recv_q=rqueue,
-        timer=TimerKind(timer) if timer <= 4 else TimerKind.NONE,
-        timer_s=expires_ms / 1000,
-        retransmits=retrans,
-        uid=uid,
-        inode=inode,
+        raise OSError(err, f"sock_diag lookup failed: {os.strerror(err)}")
+    row = _diag_row(reply, 0, family)
+    if row.state == TcpState.LISTEN.value:
+        return None  # an exact lookup falls back to a listener on the local port; not this 4-tuple
+    return SocketEntry(
+        state=TcpState(row.state),
+        local=row.local,
+        remote=row.remote,
+        send_q=row.wqueue,
+        recv_q=row.rqueue,
+        timer=TimerKind(row.timer) if row.timer <= 4 else TimerKind.NONE,
+        timer_s=row.expires_ms / 1000,
+        retransmits=row.retransmits,
+        uid=row.uid,
+        inode=row.inode,
     )
-    # An exact lookup falls back to a listener on the local port; that is not this 4-tuple.
-    return None if entry.state is TcpState.LISTEN else entry
 
 
 _NLM_F_DUMP = 0x300  # NLM_F_ROOT | NLM_F_MATCH: every socket, not one
@@ -479,22 +528,6 @@ def _local_port_filter(port: int) -> bytes:
     return ops
 
 
-class DiagRow(NamedTuple):
-    """One socket as NETLINK_SOCK_DIAG reports it (struct inet_diag_msg, <linux/inet_diag.h>)."""
-
-    state: int
-    timer: int
-    retransmits: int
-    local: Address
-    remote: Address
-    expires_ms: int
-    rqueue: int
-    wqueue: int
-    uid: int
-    inode: int
-    attrs: dict[int, bytes]  # extra attributes by type (INET_DIAG_SKMEMINFO = 7, ...)
-
-
 def sock_diag_dump(
     family: int, protocol: int, *, ext: int = 0, local_port: int | None = None
 ) -> Iterator[DiagRow]:
@@ -509,12 +542,7 @@ def sock_diag_dump(
     if local_port is not None:
         code = _local_port_filter(local_port)
         attr = struct.pack("=HH", 4 + len(code), _INET_DIAG_REQ_BYTECODE) + code
-    body = _DIAG_REQ.pack(family, protocol, ext, 0xFFFFFFFF) + bytes(48) + attr
-    flags = _NLM_F_REQUEST | _NLM_F_DUMP
-    request = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), _SOCK_DIAG_BY_FAMILY, flags, 1, 0) + body
-    width = 4 if family == socket.AF_INET else 16
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG) as nl:
-        nl.sendto(request, (0, 0))
+    with _diag_ask(family, protocol, bytes(48), _NLM_F_REQUEST | _NLM_F_DUMP, ext=ext, attr=attr) as nl:
         while True:
             reply = nl.recv(65536)
             offset = 0
@@ -523,23 +551,9 @@ def sock_diag_dump(
                 if kind == _NLMSG_DONE:
                     return
                 if kind == _NLMSG_ERROR:
-                    (err,) = struct.unpack_from("=i", reply, offset + _NLMSG_HDR.size)
-                    raise OSError(-err, f"sock_diag dump failed: {os.strerror(-err)}")
-                msg = offset + _NLMSG_HDR.size
-                state, timer, retrans = _DIAG_MSG.unpack_from(reply, msg)[1:]
-                sport, dport = struct.unpack_from("!HH", reply, msg + 4)
-                src = ipaddress.ip_address(reply[msg + 8:msg + 8 + width])
-                dst = ipaddress.ip_address(reply[msg + 24:msg + 24 + width])
-                tail = _DIAG_TAIL.unpack_from(reply, msg + 52)
-                attrs: dict[int, bytes] = {}
-                at = msg + 72
-                while at + 4 <= offset + length:
-                    alen, atype = struct.unpack_from("=HH", reply, at)
-                    if alen < 4:
-                        break
-                    attrs[atype & 0x3FFF] = reply[at + 4:at + alen]
-                    at += (alen + 3) & ~3
-                yield DiagRow(state, timer, retrans, (str(src), sport), (str(dst), dport), *tail, attrs)
+                    err = _diag_errno(reply, offset)
+                    raise OSError(err, f"sock_diag dump failed: {os.strerror(err)}")
+                yield _diag_row(reply, offset, family)
                 offset += (length + 3) & ~3
 
 
@@ -606,9 +620,9 @@ def socket_table(
                 continue
             if wanted is not None and e.state not in wanted:
                 continue
-            # The kernel fills this file a page at a time and finds its place again by
-            # counting rows, so while other sockets come and go one read can list the
-            # same socket twice, its timer a few ms apart. A socket is its 4-tuple plus
+            # The kernel fills this file a page per read() and finds its place again by
+            # hash bucket and offset, so while other sockets come and go one read can list
+            # the same socket twice, its timer a few ms apart. A socket is its 4-tuple plus
             # inode (0 for a half-open request or a TIME_WAIT, whose 4-tuple is unique;
             # SO_REUSEPORT listeners share an address but not an inode); keep the first.
             key = (e.local, e.remote, e.inode)

@@ -1,6 +1,6 @@
 """HTTP servers under wrk: the capstone reactor against asyncio and ThreadingHTTPServer.
 
-Each server runs in its own process(es), started with subprocess; wrk (a C load
+Each server runs in its own process(es) (helpers.core.spawn); wrk (a C load
 generator) drives it with keep-alive GET / requests; we print requests per second,
 p50/p99 latency as wrk measured them, and the server's CPU time per request (user +
 system, from /proc/PID/stat, summed over every process of the server), then the same as
@@ -101,19 +101,18 @@ def main() -> None:
 
     print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s, GET / (14-byte body), "
           f"{os.cpu_count()} CPUs, load average before: {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    subs = ("--threads", str(args.sub_reactors))
-    kinds = {
-        "reactor, 1 loop": ("reactor",),
-        f"reactor, main + {args.sub_reactors} sub": ("reactor", *subs),
-        "asyncio Protocol, same session": ("asyncio",),
-        "ThreadingHTTPServer (as shipped)": ("threading",),
-        "ThreadingHTTPServer + TCP_NODELAY": ("threading-nodelay",),
+    kinds: dict[str, dict[str, object]] = {
+        "reactor, 1 loop": {"kind": "reactor"},
+        f"reactor, main + {args.sub_reactors} sub": {"kind": "reactor", "threads": args.sub_reactors},
+        "asyncio Protocol, same session": {"kind": "asyncio"},
+        "ThreadingHTTPServer (as shipped)": {"kind": "threading"},
+        "ThreadingHTTPServer + TCP_NODELAY": {"kind": "threading-nodelay"},
     }
     results: dict[str, list[Row]] = {name: [] for name in [*kinds, f"reactor, {args.workers} procs SO_REUSEPORT"]}
     procs: dict[str, ServerProcess] = {}
     try:
-        for name, kind in kinds.items():
-            procs[name] = start_server_process(*kind)
+        for name, settings in kinds.items():
+            procs[name] = start_server_process(**settings)  # type: ignore[arg-type]
         with ReusePortGroup(args.workers) as group:
             targets = [(name, p.port, [p.pid]) for name, p in procs.items()]
             targets.append((f"reactor, {args.workers} procs SO_REUSEPORT", group.address[1], group.pids))

@@ -15,7 +15,6 @@ outside loopback). A failure is any exception or any leftover; its first line is
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from notebook_runner import run_notebook  # noqa: E402
+from notebook_runner import describe_error, run_notebook  # noqa: E402
 
 
 def one_run(path: Path) -> tuple[str, float, float, str | None]:
@@ -51,12 +50,7 @@ def _why(exc: Exception) -> str:
     """One line: for a failed cell, the source line that raised and the error; else where in
     this process the exception was raised, and the exception."""
     if hasattr(exc, "ename"):  # nbclient's CellExecutionError: the kernel's traceback as text
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-        # IPython marks the line that raised with an arrow and its number: "----> 7 assert ..."
-        # (IPython 8) or "---> 7 assert ..." (IPython 9); the last arrow is the innermost frame.
-        arrows = re.findall(r"^-+> *\d+ (.*)$", text, re.MULTILINE)
-        where = f"at `{arrows[-1].strip()[:160]}`: " if arrows else ""
-        return f"{where}{exc.ename}: {str(exc.evalue)[:300]}"
+        return describe_error(str(exc), exc.ename, exc.evalue)
     # Not a cell's error: raised in this process (nbclient, jupyter_client, the runner), so
     # say where, or an `assert` inside those libraries reads as a bare "AssertionError: ".
     frames = traceback.extract_tb(exc.__traceback__)

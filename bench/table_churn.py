@@ -4,8 +4,8 @@ plain read of the /proc/net file measured in the same run. No assertions: it pri
 
 A /proc/net table is written a page per read() call, and each page finds its place again by
 position, so sockets coming and going between pages shift the rows: one read can skip a
-socket or list it twice. ``observe.socket_table`` and ``unix.unix_table`` keep each socket
-once; ``udp_ports.udp_table`` asks over netlink, as ``ss`` does.
+socket or list it twice. ``unix.unix_table`` keeps each socket once; ``udp_ports.udp_table``
+and ``observe.socket_table`` (given a port) ask over netlink, as ``ss`` does.
 
     .venv/bin/python bench/table_churn.py [--trials 1000]
 """

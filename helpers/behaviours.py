@@ -10,8 +10,9 @@ I/O, what a handler cannot serve (a closed, datagram or listening socket).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 
-__all__ = ["echo", "discard", "pong", "STREAM_BEHAVIOURS", "check_connection"]
+__all__ = ["echo", "discard", "pong", "answer_each", "QUICKACK_MODES", "STREAM_BEHAVIOURS", "check_connection"]
 
 CHUNK = 64 * 1024  # bytes per recv(): large enough not to be the bottleneck on loopback
 MAX_PING_LINE = 64 * 1024  # bytes pong() reads looking for a newline before it gives up on the peer
@@ -70,6 +71,52 @@ def pong(conn: socket.socket) -> int:
                 conn.sendall(b"PONG" + line[4:])
                 answered += 1
     return answered
+
+
+QUICKACK_MODES = ("never", "once", "every")
+
+
+def answer_each(size: int, *, reply: bytes = b"ok", quickack: str = "never") -> Callable[[socket.socket], int]:
+    """A handler that reads requests of `size` bytes and sends `reply` after each whole one.
+
+    It answers only once the last byte of a request is in, as a server parsing whole
+    requests does; with the client writing a request in pieces that is the write-write-read
+    pattern of lesson 10. `quickack` sets TCP_QUICKACK (man 7 tcp): "never"; "once", right
+    after accept(); or "every", after every recv() (the option is not permanent, so it must
+    be set again). The handler returns how many requests it answered. TypeError for a size
+    that is no int or a reply that is no bytes; ValueError for a size outside 1-16 MiB, an
+    empty reply or another quickack mode.
+    """
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"size must be a request size in bytes (an int), got {type(size).__name__} {size!r}")
+    if not 1 <= size <= 16 << 20:
+        raise ValueError(f"size must be a request size in bytes, 1-16 MiB, got {size!r}")
+    if not isinstance(reply, bytes):
+        raise TypeError(f"reply must be bytes, got {type(reply).__name__} {reply!r}")
+    if not reply:
+        raise ValueError(f"reply must be non-empty bytes, got {reply!r}")
+    if quickack not in QUICKACK_MODES:
+        raise ValueError(f"quickack must be one of {QUICKACK_MODES}, got {quickack!r}")
+
+    def handler(conn: socket.socket) -> int:
+        check_connection(conn, "answer_each")
+        if quickack == "once":
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        answered = got = 0
+        try:
+            while data := conn.recv(CHUNK):
+                if quickack == "every":
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # ACK what we have, now
+                got += len(data)
+                while got >= size:  # every whole request gets its answer (pipelined ones too)
+                    got -= size
+                    conn.sendall(reply)
+                    answered += 1
+        except (ConnectionResetError, BrokenPipeError):  # the client closed with answers unread: a reset
+            pass  # (lesson 08) ends the conversation as EOF does
+        return answered
+
+    return handler
 
 
 #: Handlers a child-process server can run by name (see servers.ProcessServer).

@@ -44,10 +44,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -55,8 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import checks, netns
+from . import netns
 from .capture_root import CaptureUnavailable, can_capture
+from .core import checks, recordings, spawn
+from .core.features import find_program, switched_off, why_missing
 from .diagrams import SequenceDiagram
 from .packets import TcpFlags, parse_frame, relative_numbers
 
@@ -227,20 +225,17 @@ def main(experiment_kwargs, entry, use_namespace, package_root):
     return __capture_main(experiment_kwargs, entry, use_namespace, package_root)
 '''
 
-# Runs the same source on the host (root, no namespace): one JSON line on stdout.
-_HOST_RUNNER = r'''
-import json, sys, traceback
-answer = sys.stdout
-sys.stdout = sys.stderr
-req = json.loads(sys.stdin.read())
-ns = {"__name__": "__capture__"}
-try:
-    exec(compile(req["source"], req["filename"], "exec"), ns)
-    out = {"result": ns["main"](**req["kwargs"])}
-except BaseException as exc:
-    out = {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "traceback": traceback.format_exc()}
-answer.write(json.dumps(out) + "\n")
-'''
+def host_child(request: dict[str, Any]) -> None:
+    """The child's entry on the host (root, no namespace; run by core.spawn): run the experiment
+    source's main(**kwargs) and say its result, or the error, in one message."""
+    spawn.ready()
+    namespace: dict[str, Any] = {"__name__": "__capture__"}
+    try:
+        exec(compile(request["source"], request["filename"], "exec"), namespace)
+        answer = {"result": namespace["main"](**request["kwargs"])}
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        answer = netns.error_answer(exc)
+    spawn.say(answer)
 
 
 # --------------------------------------------------------------------------- results
@@ -387,9 +382,8 @@ class Capture(list[Packet]):
         return d
 
     def to_json(self, where: str) -> dict[str, Any]:
-        """A JSON-ready recording of this capture, labelled with `where` and the time."""
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        return {"recorded": f"{where}, {stamp}, Linux {os.uname().release}, mode {self.mode}",
+        """A JSON-ready recording of this capture, labelled with `where`, the time and the kernel."""
+        return {"recorded": f"{recordings.label(where)}, mode {self.mode}",
                 "result": self.result, "marks": self.marks, "packets": [p.as_dict() for p in self]}
 
 
@@ -435,7 +429,13 @@ def _to_packets(frames: list[list[Any]]) -> list[Packet]:
 
 
 def availability() -> tuple[str | None, str]:
-    """("namespace" | "root" | None, why): how capture() would run here, or why it cannot."""
+    """("namespace" | "root" | None, why): how capture() would run here, or why it cannot.
+
+    A test may switch this probe ("capture") off, or "netns" alone: helpers.core.features.
+    """
+    why = switched_off("capture")
+    if why:
+        return None, f"packet capture is {why}"
     ns = netns.support()
     if ns.available:
         return "namespace", "a private user + network namespace, where this user may capture on its own lo"
@@ -448,9 +448,9 @@ def availability() -> tuple[str | None, str]:
 
 def shaping_support() -> tuple[bool, str]:
     """(True, '') if shape_lo() can work (the tc program exists), else (False, why)."""
-    if shutil.which("tc") or os.path.exists("/usr/sbin/tc"):
+    if find_program("tc") is not None:
         return True, ""
-    return False, "the tc program (package iproute2) is not installed, so no qdisc can be set on lo"
+    return False, f"the tc program (package iproute2) is {why_missing('tc')}, so no qdisc can be set on lo"
 
 
 def _experiment_source(fn: Callable[..., Any] | str) -> tuple[str, str, str]:
@@ -459,7 +459,7 @@ def _experiment_source(fn: Callable[..., Any] | str) -> tuple[str, str, str]:
                         f"main_experiment(); got {type(fn).__name__} {fn!r}")
     if isinstance(fn, str):
         return textwrap.dedent(fn), "main_experiment", "<capture source>"
-    source, entry, filename = netns._source_of(fn)
+    source, entry, filename = netns.source_of(fn)
     if entry in ("main", "watch", "mark", "set_link", "shape_lo"):
         raise ValueError(f"name the experiment function something other than {entry!r}")
     return source, entry, filename
@@ -481,8 +481,8 @@ def capture(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, **kwarg
 class RunningCapture:
     """A capture whose child is still running (from ``start()``); ``wait()`` returns the Capture."""
 
-    def __init__(self, proc: subprocess.Popen[str], mode: str, timeout_s: float):
-        self._proc = proc
+    def __init__(self, child: spawn.Child, mode: str, timeout_s: float):
+        self._child = child
         self.mode = mode
         self._deadline = time.monotonic() + timeout_s
         self._timeout_s = timeout_s
@@ -490,26 +490,33 @@ class RunningCapture:
 
     def done(self) -> bool:
         """True once the experiment's child has exited."""
-        return self._done is not None or self._proc.poll() is not None
+        return self._done is not None or not self._child.running
 
     def wait(self) -> Capture:
         """Wait for the child (until the timeout given to start()), reap it, return the Capture."""
         if self._done is not None:
             return self._done
+        child = self._child
+        timeout_s = self._deadline - time.monotonic()
+        if not child.running:
+            # It finished; a lesson may call wait() long after the deadline (it ran other cells
+            # meanwhile). Reading what the child wrote is then no race against the clock: on a
+            # busy machine the last few milliseconds left were not enough to read its answer.
+            timeout_s = max(timeout_s, 30.0)
         try:
-            out, err = self._proc.communicate(timeout=max(0.01, self._deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
+            child.wait_ready()
+            answer = child.read(max(0.01, timeout_s), waiting_for="the experiment's result")
+        except TimeoutError:
+            child.kill()
             raise TimeoutError(f"the experiment did not finish within {self._timeout_s} s, so its process was "
                                "killed; make it shorter or raise timeout_s") from None
-        lines = out.strip().splitlines()
-        answer = json.loads(lines[-1]) if lines else None
-        if answer is None:
-            raise netns.NamespaceError(f"the capture child exited with code {self._proc.returncode} and no "
-                                       f"answer; stderr: {err[-1000:]}")
+        except spawn.ChildError as exc:
+            raise netns.NamespaceError(f"the capture child exited with code {exc.returncode} and no answer; "
+                                       f"stderr: {exc.stderr[-1000:]}") from None
+        finally:
+            child.stop()
         if "unshare_errno" in answer:
-            raise CaptureUnavailable(netns._explain_unshare_errno(answer["unshare_errno"], netns.support().checks))
+            raise CaptureUnavailable(netns.explain_unshare_errno(answer["unshare_errno"], netns.support().checks))
         if "error" in answer:
             raise netns.NamespaceError(f"the experiment raised in the capture child: {answer['error']}",
                                        remote_type=answer["type"], traceback=answer["traceback"])
@@ -522,8 +529,8 @@ class RunningCapture:
 
 def start(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, **kwargs: Any) -> RunningCapture:
     """Like capture(), but return at once: the experiment runs in its child while the caller
-    goes on; ``.wait()`` returns the Capture (and reaps the child). The experiment should
-    print little: its output waits in a pipe until wait() reads it."""
+    goes on; ``.wait()`` returns the Capture (and reaps the child). What the experiment prints
+    goes to the child's stderr, shown if it fails."""
     checks.seconds("timeout_s", timeout_s, high=120)
     try:
         json.dumps(kwargs)
@@ -537,27 +544,14 @@ def start(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, **kwargs:
         source += "\n\nmain_experiment = main_experiment\n"
     full = source + "\n" + _CHILD_CODE
     args = {"experiment_kwargs": kwargs, "entry": entry, "use_namespace": mode == "namespace",
-            "package_root": str(Path(__file__).resolve().parent.parent)}
-    env = dict(os.environ)
+            "package_root": spawn.PACKAGE_ROOT}
     if mode == "namespace":  # helpers.netns's child: unshare, lo up, then run main(**args)
-        command = netns._child_command()
-        request = netns._request(full, "main", args, True, filename)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(netns._PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        child = spawn.Child(netns.CHILD_ENTRY, netns.child_request(full, "main", args, True, filename),
+                            name="capture child", start_timeout_s=timeout_s, wait=False)
     else:
-        command = [sys.executable, "-c", _HOST_RUNNER]
-        request = {"source": full, "filename": filename, "kwargs": args}
-    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write(json.dumps(request))  # small (the source text): fits the pipe, never blocks long
-        proc.stdin.close()
-        proc.stdin = None  # so communicate() in wait() does not flush a closed pipe
-    except BaseException:
-        proc.kill()
-        proc.communicate()
-        raise
-    return RunningCapture(proc, mode, timeout_s)
+        child = spawn.Child("helpers.capture:host_child", {"source": full, "filename": filename, "kwargs": args},
+                            name="capture child", start_timeout_s=timeout_s, wait=False)
+    return RunningCapture(child, mode, timeout_s)
 
 
 # --------------------------------------------------------------------------- recordings
@@ -573,11 +567,10 @@ def save_recording(cap: Capture, path: str | Path, where: str) -> None:
         raise TypeError(f"save_recording() needs the Capture that capture() returned, got {type(cap).__name__}")
     if not isinstance(path, (str, Path)) or not str(path):
         raise TypeError(f"path must be a file name (str or pathlib.Path), got {path!r}")
-    if not isinstance(where, str) or not where.strip():
-        raise TypeError(f"where must say where it was recorded (machine, kernel) as a non-empty str, got {where!r}")
+    recordings.check_where(where)
     if not cap.live:
         raise ValueError("this capture is itself a recording; record a live one")
-    Path(path).write_text(json.dumps(cap.to_json(where), indent=1) + "\n")
+    recordings.write(path, cap.to_json(where))
 
 
 def load_recording(path: str | Path) -> Capture:
@@ -586,14 +579,8 @@ def load_recording(path: str | Path) -> Capture:
     Raises FileNotFoundError for a missing file, ValueError naming the file for one that is
     not a recording written by save_recording().
     """
-    if not isinstance(path, (str, Path)) or not str(path):
-        raise TypeError(f"path must be a file name (str or pathlib.Path), got {path!r}")
-    text = Path(path).read_text()
-    try:
-        data = json.loads(text)
+    def build(label: str, data: dict[str, Any]) -> Capture:
         packets = [Packet(**{**p, "src": tuple(p["src"]), "dst": tuple(p["dst"])}) for p in data["packets"]]
-        source = data["recorded"]
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise ValueError(f"{path} is not a recording made by save_recording(): {type(exc).__name__}: "
-                         f"{str(exc)[:200]}") from exc
-    return Capture(packets, result=data.get("result"), marks=data.get("marks"), mode="recorded", source=source)
+        return Capture(packets, result=data.get("result"), marks=data.get("marks"), mode="recorded", source=label)
+
+    return recordings.read(path, "save_recording()", build)  # also from an edition's folder (notebooks/zh-CN/)

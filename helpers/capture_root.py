@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass
 from types import TracebackType
 
-from . import checks
-from .features import require_linux
+from .core import checks
+from .core.features import require_linux
 from .packets import Frame, parse_frame
 
 __all__ = ["CaptureUnavailable", "CapturedFrame", "LoopbackCapture", "tcp_port_filter", "can_capture"]
@@ -86,8 +86,7 @@ def tcp_port_filter(port: int) -> bytes:
     such as ``lo``: check the EtherType, the protocol, (IPv4) that this is the first
     fragment, then the source and destination ports.
     """
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise ValueError(f"port must be an int in 1-65535, got {port!r}")
+    checks.port("port", port, low=1)
     # (code, jump-if-true, jump-if-false, k); jumps count instructions after the next one.
     program = [
         (_LDH_ABS, 0, 0, 12),  # 0: EtherType

@@ -21,6 +21,9 @@ look at it, so the lesson needs ways to catch the states in between:
   is an exact lookup), and falls back to the table if netlink is refused.
 * Children are always reaped. ``ChildProcess`` runs ``python -c CODE`` (for SIGPIPE,
   which Python ignores in its own process) and kills and waits for it on exit.
+* The endings on the wire. ``four_endings()`` is an experiment for ``helpers.capture``: it
+  runs in the capture's child process (so it imports what it uses and returns plain data)
+  and ends four connections four ways while the packets are recorded.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
 
-from . import checks
+from . import observe
 from .addresses import loopback_address, loopback_host
 from .behaviours import check_connection
+from .capture import mark, watch  # placeholders here: capture() provides the real ones to four_endings()
+from .core import checks
 from .observe import SocketEntry, SocketTable, TcpState, socket_table, tcp_info
 
 __all__ = [
@@ -49,27 +54,18 @@ __all__ = [
     "queued",
     "wait_for_state",
     "wait_for_inq",
+    "wait_for_acked",
     "wait_for_row",
     "lookup",
     "both_ends",
     "signal_name",
     "ChildProcess",
+    "four_endings",
 ]
 
 POLL_S = 0.001  # how often the waits look again: states change within microseconds on loopback
 MAX_WAIT_S = 600.0  # the longest any wait here may be asked to take: a lesson step, not a service
 MAX_BUFSIZE = 1 << 30  # bytes; the kernel caps SO_SNDBUF/SO_RCVBUF at net.core.wmem_max/rmem_max anyway
-
-
-def _states(states: str | TcpState | Iterable[str | TcpState]) -> set[TcpState]:
-    if isinstance(states, (str, TcpState)):
-        states = [states]
-    if not isinstance(states, Iterable):
-        raise TypeError(f"states must be a TCP state name such as 'TIME_WAIT', or a list of them, got {states!r}")
-    wanted = {TcpState.parse(s) for s in states}
-    if not wanted:
-        raise ValueError("states is empty: name at least one TCP state to wait for, e.g. 'CLOSE_WAIT'")
-    return wanted
 
 
 def _connected(sock: object, who: str) -> socket.socket:
@@ -183,7 +179,7 @@ def wait_for_state(
     Raises TimeoutError naming the state it stayed in.
     """
     tcp_info(sock)  # TypeError/ValueError for a non-TCP or closed socket, before waiting
-    wanted = _states(states)
+    wanted = TcpState.parse_all(states)
     checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
     started = time.perf_counter()
     while True:
@@ -210,6 +206,23 @@ def wait_for_inq(sock: socket.socket, nbytes: int, *, timeout_s: float = 2.0) ->
             raise TimeoutError(f"only {inq} of {nbytes} bytes arrived within {timeout_s} s")
         time.sleep(POLL_S)
     return inq
+
+
+def wait_for_acked(sock: socket.socket, *, timeout_s: float = 2.0) -> float:
+    """Poll SIOCOUTQ until the peer's kernel has acknowledged every byte written on `sock`;
+    return the seconds waited. Raises TimeoutError with the bytes still unacknowledged.
+
+    An ACK says the bytes are in the peer's receive queue: its kernel has them, not yet
+    its program (a frozen or crashed program never reads them).
+    """
+    check_connection(sock, "wait_for_acked")
+    checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
+    started = time.perf_counter()
+    while (outq := queued(sock)[1]) > 0:
+        if time.perf_counter() - started > timeout_s:
+            raise TimeoutError(f"{outq} bytes still unacknowledged after {timeout_s} s")
+        time.sleep(POLL_S)
+    return time.perf_counter() - started
 
 
 def lookup(local: tuple[str, int], remote: tuple[str, int]) -> SocketTable:
@@ -240,23 +253,12 @@ def wait_for_row(
 ) -> SocketEntry:
     """Poll the 4-tuple (local, remote) until the kernel shows it in one of `states`.
 
-    For sockets that have no fd any more (after close(): FIN_WAIT2, TIME_WAIT, ...).
-    Raises TimeoutError with what the kernel showed instead.
+    For sockets that have no fd any more (after close(): FIN_WAIT2, TIME_WAIT, ...); both ends
+    must be on loopback (``observe.wait_for_row`` does the waiting). Raises TimeoutError with
+    what the kernel showed instead.
     """
     local, remote = loopback_address("local", local), loopback_address("remote", remote)
-    wanted = _states(states)
-    checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
-    deadline = time.perf_counter() + timeout_s
-    while True:
-        rows = lookup(local, remote)
-        for row in rows:
-            if row.state in wanted:
-                return row
-        if time.perf_counter() > deadline:
-            seen = ", ".join(rows.states()) or "no row at all"
-            names = ", ".join(sorted(s.name for s in wanted))
-            raise TimeoutError(f"{local} -> {remote}: waited {timeout_s} s for {names}, saw {seen}")
-        time.sleep(POLL_S)
+    return observe.wait_for_row(local, remote, states, timeout_s=timeout_s)
 
 
 def signal_name(returncode: int | None) -> str:
@@ -337,3 +339,71 @@ class ChildProcess:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def four_endings() -> dict:
+    """Four connections to one listener, ended four ways, for ``helpers.capture.capture()``.
+
+    1. the client half-closes (shutdown(SHUT_WR)); the server still answers, then closes;
+    2. the server sends 1000 bytes the client never reads; the client close()s;
+    3. the client sets SO_LINGER {1, 0} and close()s, with nothing unread;
+    4. the client dup()s its socket, close()s one descriptor, then shutdown(SHUT_WR)s the other.
+    Returns what each connection's far end saw, as plain data.
+    """
+    import socket
+    import struct
+    import time
+
+    def pair(srv: socket.socket) -> tuple[socket.socket, socket.socket]:
+        client = socket.create_connection(srv.getsockname())
+        return client, srv.accept()[0]
+
+    def peer_saw(conn: socket.socket) -> str:
+        try:
+            return "EOF" if conn.recv(100) == b"" else "data"
+        except ConnectionResetError:
+            return "ECONNRESET"
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    watch(srv.getsockname()[1])
+    out: dict = {}
+    client, conn = pair(srv)  # 1. half-close: the server reads to EOF, then still answers
+    client.sendall(b"REPORT please\n")
+    client.shutdown(socket.SHUT_WR)
+    mark("client shutdown(SHUT_WR)")
+    request = b""
+    while chunk := conn.recv(100):
+        request += chunk
+    conn.sendall(b"200 OK, report follows\n")
+    conn.close()
+    mark("server close()", "Server")
+    reply = b""
+    while chunk := client.recv(100):
+        reply += chunk
+    client.close()
+    out["half_close"] = {"request": len(request), "reply": len(reply)}
+    client, conn = pair(srv)  # 2. close() with 1000 bytes unread
+    conn.sendall(b"x" * 1000)
+    time.sleep(0.02)  # the bytes land in the client's receive queue
+    mark("client close(), 1000 bytes unread")
+    client.close()
+    out["unread"] = peer_saw(conn)
+    conn.close()
+    client, conn = pair(srv)  # 3. SO_LINGER {on, 0 s}: close() aborts
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    mark("client close() with SO_LINGER 0")
+    client.close()
+    out["linger0"] = peer_saw(conn)
+    conn.close()
+    client, conn = pair(srv)  # 4. two descriptors: close() one, then shutdown() the other
+    copy = client.dup()
+    mark("client close() of one of two descriptors")
+    client.close()
+    time.sleep(0.02)  # a FIN would show up here, if close() sent one
+    mark("client shutdown(SHUT_WR) on the other")
+    copy.shutdown(socket.SHUT_WR)
+    out["dup"] = peer_saw(conn)
+    copy.close()
+    conn.close()
+    srv.close()
+    return out

@@ -25,6 +25,17 @@ done, with the result. Linux offers two ways to get that from user space:
   ``pread``/``read`` for you and exits after an idle second (``aio_init(3)``'s
   ``aio_idle_time``). ``PosixAioRead`` lets a lesson watch that thread appear, wait in
   read(2), and go away.
+* **Kernel AIO** (``io_setup(2)``, ``io_submit(2)``, ``io_getevents(2)``; Linux 2.6, the
+  interface libaio wraps). It is a real kernel interface with no helper thread, but it is
+  asynchronous only where a driver can queue the operation (O_DIRECT file I/O). A buffered
+  file read is done inside io_submit(2), and a read from a socket blocks io_submit(2) itself
+  until data arrives (fs/aio.c calls the socket's read_iter, which sleeps unless asked not
+  to). Since Linux 4.18 ``IOCB_CMD_POLL`` queues a readiness wait that completes with the
+  poll mask: readiness again, not data. ``KernelAio`` lets a lesson observe all three.
+
+Where io_uring is refused (a container's seccomp profile, io_uring_disabled), lesson 18 shows
+its io_uring experiments from a run recorded earlier by ``save_recording()`` and read back by
+``load_recording()`` (``UringRecording``), labelled with where, when and the kernel.
 
 Memory ordering: the kernel reads the SQ tail with acquire semantics; on x86_64 and arm64
 Python's byte stores through ``mmap`` reach memory in program order well enough for this
@@ -48,7 +59,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import checks
+from .core import checks, recordings
+from .core.features import switched_off
+from .iomodels import Watched
 
 __all__ = [
     "UringStatus",
@@ -56,12 +69,20 @@ __all__ = [
     "Completion",
     "Ring",
     "PosixAioRead",
+    "KernelAio",
+    "KaioStatus",
+    "kernel_aio_status",
     "read_syscalls",
+    "UringRecording",
+    "save_recording",
+    "load_recording",
     "native_threads",
     "OP_NOP",
     "OP_READ",
     "OP_RECV",
     "URING_ARCHES",
+    "IOCB_CMD_PREAD",
+    "IOCB_CMD_POLL",
 ]
 
 SYS_IO_URING_SETUP = 425  # include/uapi/asm-generic/unistd.h; x86_64's table uses the same numbers
@@ -104,6 +125,7 @@ class UringStatus:
     disabled_sysctl: int | None  # /proc/sys/kernel/io_uring_disabled (None: no such file, kernel < 6.6)
     setup_errno: int | None  # None: io_uring_setup succeeded
     features: int = 0
+    switched_off: str = ""  # why a test switched the probe off ("" when it answered for real)
 
     @property
     def usable(self) -> bool:
@@ -112,6 +134,8 @@ class UringStatus:
 
     def explain(self) -> str:
         """One sentence for the learner."""
+        if self.switched_off:
+            return self.switched_off + "."
         if self.usable:
             return f"io_uring_setup(2) works here (features 0x{self.features:x}): we can build a ring."
         name = errno.errorcode.get(self.setup_errno or 0, str(self.setup_errno))
@@ -126,11 +150,18 @@ class UringStatus:
 
 
 def io_uring_status() -> UringStatus:
-    """Try io_uring_setup(2) with a 1-entry ring and report what happened."""
+    """Try io_uring_setup(2) with a 1-entry ring and report what happened.
+
+    A test may switch this probe ("io_uring") off: helpers.core.features; the status then
+    says so instead of trying.
+    """
     try:
         disabled: int | None = int(Path("/proc/sys/kernel/io_uring_disabled").read_text())
     except (OSError, ValueError):
         disabled = None
+    why = switched_off("io_uring")
+    if why:
+        return UringStatus(disabled, errno.ENOSYS, switched_off=f"io_uring is {why}")
     params = ctypes.create_string_buffer(PARAMS_SIZE)
     fd = _syscall(SYS_IO_URING_SETUP, 1, ctypes.addressof(params))
     if fd < 0:
@@ -349,6 +380,124 @@ def read_syscalls() -> int:
     raise RuntimeError("no syscr line in /proc/thread-self/io")
 
 
+# ---- recordings of lesson 18's io_uring experiments ----
+
+PROACTOR_KEYS = ("submitted", "before", "done", "bytes")
+
+
+@dataclass(frozen=True)
+class UringRecording:
+    """Lesson 18's io_uring experiments as ``save_recording()`` stored them: never assert on them.
+
+    ``asynchronous``: the io_uring reader as ``iomodels.watch()`` saw it (None if not recorded);
+    ``proactor``: {"submitted": int, "before": [Completion], "done": [Completion], "bytes": bytes},
+    a receive submitted before any data; ``batching``: {row: (read syscalls, syscalls we made,
+    time per block in us)}, block reads with os.pread and the ring; ``source``: "RECORDED
+    earlier: " and the recording's label (who, where, when, the kernel).
+    """
+
+    asynchronous: Watched | None
+    proactor: dict[str, Any]
+    batching: dict[str, tuple[int, int, float]]
+    source: str
+    live: bool = False
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _completions_json(name: str, value: object) -> list[list[int]]:
+    if not isinstance(value, list) or not all(isinstance(c, Completion) and _is_int(c.user_data) and _is_int(c.res)
+                                              for c in value):
+        raise TypeError(f"proactor[{name!r}] must be a list of Completion, got {value!r:.80}")
+    return [[c.user_data, c.res] for c in value]
+
+
+def _proactor_json(proactor: object) -> dict[str, Any]:
+    """The proactor step's result, {"submitted", "before", "done", "bytes"}, as JSON; TypeError otherwise."""
+    if not isinstance(proactor, dict) or set(proactor) != set(PROACTOR_KEYS):
+        raise TypeError(f"proactor must be a dict with the keys {', '.join(PROACTOR_KEYS)}, got {proactor!r:.80}")
+    if not _is_int(proactor["submitted"]) or not isinstance(proactor["bytes"], bytes):
+        raise TypeError(f"proactor's 'submitted' must be an int and its 'bytes' bytes, got {proactor!r:.80}")
+    return {"submitted": proactor["submitted"], "before": _completions_json("before", proactor["before"]),
+            "done": _completions_json("done", proactor["done"]), "bytes_hex": proactor["bytes"].hex()}
+
+
+def _batching_json(batching: object) -> dict[str, list[float]]:
+    """{row: (read syscalls, syscalls made, us per block)} as JSON; TypeError for anything else,
+    ValueError without any io_uring row."""
+    if not isinstance(batching, dict):
+        raise TypeError(f"batching must be a dict {{row: (reads, calls, us)}}, got {batching!r:.80}")
+    rows = {}
+    for name, row in batching.items():
+        if not (isinstance(name, str) and isinstance(row, tuple) and len(row) == 3 and _is_int(row[0])
+                and _is_int(row[1]) and isinstance(row[2], (int, float)) and not isinstance(row[2], bool)):
+            raise TypeError(f"batching must map a row's name to (read syscalls, syscalls made, us per block), "
+                            f"got {name!r}: {row!r:.80}")
+        rows[name] = [row[0], row[1], float(row[2])]
+    if not any(name.startswith("io_uring") for name in rows):
+        raise ValueError(f"batching has no io_uring row, only {list(rows)}: record the ring's runs too")
+    return rows
+
+
+def _watched_json(watched: object) -> dict[str, Any]:
+    """iomodels.watch()'s result for a read that returned, as JSON; TypeError otherwise."""
+    if not isinstance(watched, Watched) or watched.error is not None or not isinstance(watched.data, bytes):
+        raise TypeError(f"asynchronous must be what iomodels.watch() returned for a read that worked, got "
+                        f"{watched!r:.80}")
+    if not (isinstance(watched.name, str) and isinstance(watched.how, str) and _is_int(watched.samples)
+            and isinstance(watched.waiting, dict) and all(isinstance(k, str) and isinstance(v, (int, float))
+                                                          for k, v in watched.waiting.items())
+            and isinstance(watched.cpu_ms, (int, float))):
+        raise TypeError(f"asynchronous holds fields of the wrong types: {watched!r:.80}")
+    return {"name": watched.name, "waiting": dict(watched.waiting), "samples": watched.samples,
+            "cpu_ms": float(watched.cpu_ms), "data_hex": watched.data.hex(), "how": watched.how}
+
+
+def save_recording(path: str | Path, where: str, *, proactor: dict[str, Any],
+                   batching: dict[str, tuple[int, int, float]], asynchronous: Watched | None = None) -> None:
+    """Store lesson 18's live io_uring results as JSON, labelled with `where` (the machine),
+    the time and the kernel, for load_recording() where io_uring is refused.
+
+    `proactor` and `batching` are the dicts the lesson's proactor and batching steps build;
+    `asynchronous` what ``iomodels.watch()`` returned for the io_uring reader. TypeError for an
+    empty `where` or results of the wrong shape; ValueError for batching without an io_uring
+    row, or where io_uring is not usable (so these cannot be a live run, e.g. a recording's
+    own results). Nothing is written unless everything can be stored.
+    """
+    label = recordings.label(where, by="helpers.completion")  # TypeError for an empty `where`
+    record: dict[str, Any] = {"recorded": label, "proactor": _proactor_json(proactor),
+                              "batching": _batching_json(batching)}
+    if asynchronous is not None:
+        record["asynchronous"] = _watched_json(asynchronous)
+    status = io_uring_status()
+    if not status.usable:
+        raise ValueError(f"io_uring is not usable here, so these results are no live run: {status.explain()}")
+    recordings.write(path, record)
+
+
+def load_recording(path: str | Path) -> UringRecording:
+    """The io_uring results recorded earlier by save_recording() (``live`` False, ``source``
+    "RECORDED earlier: " and its label). Found from an edition's folder too; ValueError naming
+    the file for anything that is not such a recording."""
+    def build(label: str, data: dict[str, Any]) -> UringRecording:
+        p = data["proactor"]
+        proactor = {"submitted": p["submitted"], "before": [Completion(*c) for c in p["before"]],
+                    "done": [Completion(*c) for c in p["done"]], "bytes": bytes.fromhex(p["bytes_hex"])}
+        batching = {name: tuple(row) for name, row in data["batching"].items()}
+        _proactor_json(proactor)  # the same checks as when it was saved
+        _batching_json(batching)
+        w = data.get("asynchronous")
+        watched = None if w is None else Watched(w["name"], w["waiting"], w["samples"], w["cpu_ms"],
+                                                 bytes.fromhex(w["data_hex"]), w["how"])
+        if watched is not None:
+            _watched_json(watched)
+        return UringRecording(watched, proactor, batching, f"RECORDED earlier: {label}")  # type: ignore[arg-type]
+
+    return recordings.read(path, "completion.save_recording()", build)  # also from an edition's folder
+
+
 # ---- POSIX aio (glibc) ----
 
 class _Aiocb(ctypes.Structure):
@@ -455,6 +604,162 @@ class PosixAioRead:
         if exc_type is None:
             raise RuntimeError("aio_read still in flight when its block ended; make it finish first "
                                "(send data or shut the socket down), its buffer is kept alive meanwhile")
+
+
+# ---- kernel AIO (io_setup / io_submit / io_getevents) ----
+
+#: (io_setup, io_destroy, io_getevents, io_submit) per architecture: x86_64's own table
+#: (arch/x86/entry/syscalls/syscall_64.tbl) and the generic one (include/uapi/asm-generic/unistd.h).
+KAIO_SYSCALLS = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2), "arm64": (0, 1, 4, 2),
+                 "riscv64": (0, 1, 4, 2)}
+IOCB_CMD_PREAD, IOCB_CMD_POLL = 0, 5  # include/uapi/linux/aio_abi.h
+_IOCB = struct.Struct("<QIIHhIQQqQII")  # struct iocb: data, key, rw_flags, opcode, prio, fd, buf, nbytes, offset, ...
+_IO_EVENT = struct.Struct("<QQqq")  # struct io_event: data, obj, res, res2
+
+
+def _kaio(call: int, *args: int | None) -> int:
+    """One kernel AIO system call (index into KAIO_SYSCALLS' tuple); the result or -errno."""
+    numbers = KAIO_SYSCALLS.get(platform.machine())
+    if numbers is None:
+        return -errno.ENOSYS
+    ctypes.set_errno(0)
+    ret = _libc.syscall(ctypes.c_long(numbers[call]), *(ctypes.c_long(a or 0) for a in args))
+    return -ctypes.get_errno() if ret == -1 else ret
+
+
+@dataclass(frozen=True)
+class KaioStatus:
+    """Whether io_setup(2) works for this process, and why not."""
+
+    setup_errno: int | None  # None: io_setup succeeded
+
+    @property
+    def usable(self) -> bool:
+        """True if io_setup(2) gave us a context."""
+        return self.setup_errno is None
+
+    def explain(self) -> str:
+        """One sentence for the learner."""
+        if self.usable:
+            return "io_setup(2) works here: we can submit kernel AIO requests."
+        name = errno.errorcode.get(self.setup_errno or 0, str(self.setup_errno))
+        reason = {
+            errno.ENOSYS: f"this kernel, a seccomp filter or this architecture ({platform.machine()}) does not "
+                          "offer it",
+            errno.EPERM: "a seccomp filter refuses it",
+            errno.EAGAIN: "the system-wide limit /proc/sys/fs/aio-max-nr is used up",
+        }.get(self.setup_errno or 0, os.strerror(self.setup_errno or 0))
+        return f"io_setup(2) failed with {name}: {reason}."
+
+
+def kernel_aio_status() -> KaioStatus:
+    """Try io_setup(2) with one slot (and io_destroy it) and report what happened."""
+    ctx = ctypes.c_ulong(0)
+    ret = _kaio(0, 1, ctypes.addressof(ctx))
+    if ret < 0:
+        return KaioStatus(-ret)
+    _kaio(1, ctx.value)
+    return KaioStatus(None)
+
+
+class KernelAio:
+    """A kernel AIO context: ``io_setup(2)``, requests by ``io_submit(2)``, results by ``io_getevents(2)``.
+
+    ``pread(fd, buffer, offset, user_data)`` and ``poll(fd, events, user_data)`` build
+    requests; ``submit(*requests)`` hands them over in one io_submit(2) call (which may
+    itself block: a socket read does until data arrives); ``getevents(min_nr, timeout_s)``
+    collects completions (``Completion``: the tag and the result, bytes read or the poll
+    mask, or -errno). OSError if io_setup fails (see ``kernel_aio_status()``). Closing calls
+    io_destroy(2), which cancels what is still queued (a poll) and waits for the rest.
+    """
+
+    def __init__(self, entries: int = 8):
+        _field("entries", entries, 1, 1024)
+        ctx = ctypes.c_ulong(0)
+        ret = _kaio(0, entries, ctypes.addressof(ctx))
+        if ret < 0:
+            raise OSError(-ret, f"io_setup: {os.strerror(-ret)}; " + KaioStatus(-ret).explain())
+        self.ctx: int | None = ctx.value
+        self.entries = entries
+        self._kept: dict[int, Any] = {}  # user_data -> (iocb, buffer): memory the kernel may still use
+
+    @staticmethod
+    def pread(fd: int, buffer: Any, offset: int, user_data: int) -> tuple[Any, ...]:
+        """Read up to len(buffer) bytes from `fd` at `offset` (0 for a socket) into `buffer` (a ctypes array)."""
+        return (IOCB_CMD_PREAD, _field("fd", fd, 0, (1 << 31) - 1), _field("offset", offset, 0, (1 << 63) - 1),
+                buffer, _buffer_size(buffer), _field("user_data", user_data, 0, (1 << 64) - 1))
+
+    @staticmethod
+    def poll(fd: int, events: int, user_data: int) -> tuple[Any, ...]:
+        """Wait until `fd` is ready for `events` (POLLIN, ...); completes with the ready mask (Linux 4.18+)."""
+        return (IOCB_CMD_POLL, _field("fd", fd, 0, (1 << 31) - 1), 0, None, _field("events", events, 1, 0xFFFF),
+                _field("user_data", user_data, 0, (1 << 64) - 1))
+
+    def submit(self, *requests: tuple[Any, ...]) -> int:
+        """Hand `requests` (from pread() or poll()) to the kernel in one io_submit(2); return how many it took.
+
+        For a poll the "buffer" field carries the event mask, as struct iocb wants it.
+        """
+        if self.ctx is None:
+            raise ValueError("this KernelAio is closed")
+        if not requests or len(requests) + len(self._kept) > self.entries:
+            raise ValueError(f"submit 1-{self.entries - len(self._kept)} requests, got {len(requests)}")
+        iocbs = []
+        for request in requests:
+            if not (isinstance(request, tuple) and len(request) == 6 and request[0] in (IOCB_CMD_PREAD, IOCB_CMD_POLL)):
+                raise TypeError(f"submit() takes requests made by pread() or poll(), got {request!r:.80}")
+            opcode, fd, offset, buffer, length, user_data = request
+            if user_data in self._kept:
+                raise ValueError(f"user_data {user_data} is already in flight: give each request its own tag")
+            address, nbytes = (length, 0) if opcode == IOCB_CMD_POLL else (ctypes.addressof(buffer), length)
+            iocb = ctypes.create_string_buffer(
+                _IOCB.pack(user_data, 0, 0, opcode, 0, fd, address, nbytes, offset, 0, 0, 0), _IOCB.size)
+            self._kept[user_data] = (iocb, buffer)
+            iocbs.append(iocb)
+        pointers = (ctypes.c_void_p * len(iocbs))(*(ctypes.addressof(i) for i in iocbs))
+        ret = _kaio(3, self.ctx, len(iocbs), ctypes.addressof(pointers))
+        if ret < 0:
+            for request in requests:
+                self._kept.pop(request[5], None)
+            raise OSError(-ret, f"io_submit: {os.strerror(-ret)}")
+        for request in requests[ret:]:  # not taken: the kernel will never touch them
+            self._kept.pop(request[5], None)
+        return ret
+
+    def getevents(self, min_nr: int = 1, timeout_s: float | None = 2.0) -> list[Completion]:
+        """Completions from io_getevents(2): wait for at least `min_nr` (0: take what is there),
+        at most `timeout_s` seconds (None: no limit)."""
+        if self.ctx is None:
+            raise ValueError("this KernelAio is closed")
+        _field("min_nr", min_nr, 0, self.entries)
+        ts = None
+        if timeout_s is not None:
+            checks.seconds("timeout_s", timeout_s, high=600, zero_ok=True)
+            ts = _Timespec(int(timeout_s), int((timeout_s % 1) * 1e9))
+        events = ctypes.create_string_buffer(_IO_EVENT.size * self.entries)
+        ret = _kaio(2, self.ctx, min_nr, self.entries, ctypes.addressof(events),
+                    ctypes.addressof(ts) if ts is not None else None)
+        if ret < 0:
+            raise OSError(-ret, f"io_getevents: {os.strerror(-ret)}")
+        out = []
+        for i in range(ret):
+            user_data, _, res, _ = _IO_EVENT.unpack_from(events, i * _IO_EVENT.size)
+            self._kept.pop(user_data, None)
+            out.append(Completion(user_data, res))
+        return out
+
+    def close(self) -> None:
+        """io_destroy(2): cancel what is still queued, wait for the rest, free the context. Idempotent."""
+        if self.ctx is not None:
+            _kaio(1, self.ctx)
+            self.ctx = None
+        self._kept.clear()
+
+    def __enter__(self) -> KernelAio:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 def native_threads(*, foreign_only: bool = False) -> list[int]:

@@ -40,10 +40,13 @@ The thin socket functions at the end (``readn``, ``read_message``, ``read_line``
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the protocol layer imports no socket module: callers hand sockets in
+    import socket
 
 __all__ = [
     "HEADER",
@@ -519,6 +522,8 @@ def read_line(
     reads past the line. Raises RemoteProtocolError for a line over `max_line_size`,
     IncompleteReadError if the peer closes mid-line, MessageTimeout after `deadline_s`.
     """
+    import socket  # here, not at the top: the protocol layer above needs no socket module
+
     decoder = LineDecoder(max_line_size)
     with _Deadline(sock, deadline_s) as deadline:
         while (line := decoder.maybe_next_line()) is None:

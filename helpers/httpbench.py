@@ -11,10 +11,14 @@ of plumbing, kept here so the notebook can show only the handler classes:
   down so its handler thread returns, and every thread is joined. Every thread is named
   with the ``course-server`` prefix, so the course's leak checks see one that survives.
   Errors raised inside a handler are collected (the stdlib would print them to stderr
-  from a background thread) and raised by ``stop()`` as ``servers.ServerError``.
+  from a background thread) and raised by ``stop()`` as ``servers.ServerError``. Out of
+  file descriptors, accepting pauses for a second (the course's accept policy,
+  ``core.accept``): socketserver alone would log the error and find the listener readable
+  again at once, forever.
 * ``keepalive_load(address)`` is a small client: a few ``http.client`` connections, one
   per thread, each sending GET requests back to back on one keep-alive connection for a
-  fixed time, and counting the answers.
+  fixed time, and counting the answers in the course's one load record,
+  ``loadgen.LoadResult``.
 
 Both run in this process, so client and server share one interpreter: the absolute
 numbers are lower than a C client would see, but a 40 ms stall per request is visible at
@@ -26,20 +30,21 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
-import statistics
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from . import checks
 from .addresses import loopback_address
-from .servers import THREAD_PREFIX, ServerError
+from .core import checks
+from .core.accept import RETRY_DELAY_S, starved
+from .core.registry import THREAD_PREFIX
+from .loadgen import LoadResult
+from .servers import ServerError, shut_down
 
-__all__ = ["HTTPServerThread", "serve_http", "LoadResult", "keepalive_load"]
+__all__ = ["HTTPServerThread", "serve_http", "keepalive_load"]
 
 # socketserver's serve_forever() checks for shutdown() once per poll interval (its default
 # is 0.5 s, so every stop would cost up to half a second); 0.05 s keeps a lesson quick.
@@ -71,7 +76,22 @@ class _CourseHTTPServer(ThreadingHTTPServer):
         self.connections: set[socket.socket] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.paused = 0  # accept() out of descriptors: how many times accepting paused
         super().__init__(address, handler_class)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """accept(); out of descriptors, wait RETRY_DELAY_S first (stop() ends the wait at once).
+
+        socketserver drops an accept() error and waits for the listener again, which is still
+        readable (the connection stays queued): without the pause this thread would spin.
+        """
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if starved(exc):
+                self.paused += 1
+                self.stopping.wait(RETRY_DELAY_S)
+            raise
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve one connection in a named thread (the stdlib's are 'Thread-N')."""
@@ -112,16 +132,17 @@ class HTTPServerThread:
     (counted by wrapping the handler), ``stop()`` ends it and is safe to call twice.
     """
 
-    def __init__(self, handler_class: type[BaseHTTPRequestHandler], *, host: str = "127.0.0.1"):
+    def __init__(self, handler_class: type[BaseHTTPRequestHandler], *, host: str = "127.0.0.1", port: int = 0):
         if not (isinstance(handler_class, type) and issubclass(handler_class, BaseHTTPRequestHandler)):
             raise TypeError(
                 f"serve_http() needs a BaseHTTPRequestHandler subclass (a class, not an instance), "
                 f"got {handler_class!r}"
             )
         _check_host(host)
+        checks.port("port", port, note=" (0 lets the kernel choose)")
         self.handler_class = handler_class
         self._stopped = False
-        self.server = _CourseHTTPServer((host, 0), handler_class, name="http:?")
+        self.server = _CourseHTTPServer((host, port), handler_class, name="http:?")
         port = self.server.server_address[1]
         self.name = f"http:{port}"
         self.server.course_name = self.name
@@ -138,6 +159,16 @@ class HTTPServerThread:
     def running(self) -> bool:
         """True until stop() is called."""
         return not self._stopped
+
+    @property
+    def paused(self) -> int:
+        """How many times accept() ran out of file descriptors and accepting paused."""
+        return self.server.paused
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions handlers raised so far (stop() raises them)."""
+        return self.server.errors
 
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """shutdown() + server_close(), shut open connections down, join every thread.
@@ -156,11 +187,7 @@ class HTTPServerThread:
             with srv.lock:
                 conns = list(srv.connections)
                 threads = [self._loop, *srv.threads]
-            for conn in conns:  # handlers waiting for the next keep-alive request
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            shut_down(conns)  # handlers waiting for the next keep-alive request return
             deadline = time.monotonic() + timeout_s
             for thread in threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
@@ -183,35 +210,16 @@ class HTTPServerThread:
         return f"<HTTPServerThread {self.name} {'running' if self.running else 'stopped'}>"
 
 
-def serve_http(handler_class: type[BaseHTTPRequestHandler], *, host: str = "127.0.0.1") -> HTTPServerThread:
-    """Start ``ThreadingHTTPServer((host, 0), handler_class)`` in a background thread.
+def serve_http(handler_class: type[BaseHTTPRequestHandler], *, host: str = "127.0.0.1",
+               port: int = 0) -> HTTPServerThread:
+    """Start ``ThreadingHTTPServer((host, port), handler_class)`` in a background thread.
 
     Use it in a ``with`` block; the server stops (and its threads are joined) at the end.
     `host` must be an IPv4 loopback address (127.x.y.z): a benchmark server has no
-    business listening where other machines can reach it.
+    business listening where other machines can reach it. `port` 0 lets the kernel choose.
     """
     _check_host(host)
-    return HTTPServerThread(handler_class, host=host)
-
-
-@dataclass
-class LoadResult:
-    """What ``keepalive_load()`` measured: answered requests and their latencies."""
-
-    requests: int
-    seconds: float
-    connections: int
-    latencies_ms: list[float] = field(repr=False, default_factory=list)
-
-    @property
-    def per_second(self) -> float:
-        """Requests answered per second over the whole run."""
-        return self.requests / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def median_ms(self) -> float:
-        """The median request latency in milliseconds (nan if nothing was answered)."""
-        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+    return HTTPServerThread(handler_class, host=host, port=port)
 
 
 def keepalive_load(
@@ -220,19 +228,19 @@ def keepalive_load(
     """Send GET `path` back to back on `connections` keep-alive connections for `duration_s`.
 
     Each connection runs in its own thread with ``http.client``, reads every response
-    body in full, and stops starting new requests at the deadline. `address` is a (host,
+    body in full, and stops starting new requests at the deadline; a request is sent only
+    after the previous answer, so none is left unanswered. `address` is a (host,
     port) pair on loopback; `path` starts with '/' and holds no spaces or control characters.
     Raises TypeError/ValueError for bad arguments (before any thread starts), and the first
     client error (e.g. ConnectionRefusedError, or RuntimeError for a non-200 answer) after
     all threads are joined.
     """
-    if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 64:
-        raise ValueError(f"connections must be an int in 1-64, got {connections!r}")
+    checks.count("connections", connections, 1, 64)
     checks.seconds("duration_s", duration_s, high=10)
     if not isinstance(path, str) or not path.startswith("/") or any(c.isspace() or not c.isprintable() for c in path):
         raise ValueError(f"path must be a str starting with '/' without spaces or control characters, got {path!r}")
     host, port = loopback_address("address", address)
-    latencies: list[list[float]] = [[] for _ in range(connections)]
+    latencies: list[list[int]] = [[] for _ in range(connections)]  # per connection, in us
     errors: list[BaseException] = []
     deadline = [0.0]
 
@@ -254,7 +262,7 @@ def keepalive_load(
                 response.read()
                 if response.status != 200:
                     raise RuntimeError(f"GET {path} answered {response.status} {response.reason}")
-                mine.append((time.perf_counter() - t0) * 1e3)
+                mine.append(int((time.perf_counter() - t0) * 1e6))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
             start.abort()
@@ -278,4 +286,7 @@ def keepalive_load(
     if errors:
         raise errors[0]
     flat = [x for per_conn in latencies for x in per_conn]
-    return LoadResult(requests=len(flat), seconds=seconds, connections=connections, latencies_ms=flat)
+    return LoadResult(connections=connections, connected=connections, connect_failures=0, seconds=seconds,
+                      sent=len(flat), answered=len(flat), unanswered=0,
+                      conns_answered=sum(1 for per_conn in latencies if per_conn), error_count=0,
+                      latencies_us=flat)

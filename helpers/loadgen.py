@@ -3,9 +3,10 @@
 Theory of operation. A benchmark is only as good as its client: one Python thread
 driving thousands of sockets becomes the bottleneck long before a server does, and its
 own pauses show up as server latency. So ``LoadGenerator`` starts ``workers`` child
-processes (``subprocess``, ``python -I`` on this file: standard library only, never a
-fork of the multi-threaded Jupyter kernel) and splits the connections among them. Each
-worker drives its share from one epoll loop with non-blocking sockets.
+processes (the course's one way, ``helpers.core.spawn``: ``python -I``, ``worker_child`` as
+the entry, never a fork of the multi-threaded Jupyter kernel) and splits the connections
+among them. Each worker drives its share from one epoll loop with non-blocking sockets.
+One worker is enough for a few hundred connections (lesson 18); lesson 17 uses two.
 
 * **Closed loop** (``rate=None``): each connection sends a request, waits for the whole
   answer, records the latency and sends the next one, until ``duration_s`` ends. The
@@ -19,14 +20,18 @@ Every request is counted: ``sent``, ``answered`` (a complete and correct answer:
 bytes for echo, a ``200`` with its whole body for http), and ``unanswered`` (still
 waiting when the drain time after the run ran out). After ``duration_s`` no new request
 starts; a connection closes as soon as its last answer is in, and the others wait up to
-``drain_s``.
+``drain_s``. A connection closes with RST by default (SO_LINGER 0, lesson 08: thousands of
+load connections leave no TIME_WAIT behind); ``reset=False`` closes with FIN instead, as a
+polite client does, for a server that counts a reset as an error.
 
 ``hold()`` is the C10K demo's client: each worker opens its connections in batches (a
 listener's accept queue holds at most ``somaxconn`` waiting connections; more SYNs are
 dropped and retried after 1 s), echoes a token on every one of them, reports progress,
 and keeps them open until ``release()``.
 
-The worker protocol is JSON lines: commands on the worker's stdin, events on its stdout.
+The worker protocol is core.spawn's JSON lines: commands on the worker's stdin, events on
+its stdout. ``LoadResult`` is the course's one record of a load run (``httpbench``'s
+keep-alive client fills it too).
 """
 
 from __future__ import annotations
@@ -34,21 +39,22 @@ from __future__ import annotations
 import collections
 import errno
 import ipaddress
-import json
 import math
 import os
 import resource
 import selectors
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Real
 from typing import Any
+
+from .addresses import loopback_address
+from .core import checks, spawn
+from .core.limits import raise_nofile_limit
+from .core.proc import ephemeral_port_count
 
 __all__ = ["percentile", "LoadResult", "HoldResult", "LoadGenerator", "HTTP_REQUEST"]
 
@@ -61,13 +67,7 @@ MAX_WAIT_S = 600.0  # the longest hold() or release() may be asked to wait
 MAX_DRAIN_S = 30.0  # the longest a run waits for its last answers
 
 
-# ------------------------------------------------------------ argument checks (parent side only)
-
-
-def _seconds(name: str, value: object, *, high: float, zero_ok: bool = False) -> float:
-    from .checks import seconds  # the parent's package; worker processes never check
-
-    return seconds(name, value, high=high, zero_ok=zero_ok)
+# ------------------------------------------------------------ argument checks (parent side)
 
 
 def _callable_or_none(name: str, value: object) -> None:
@@ -77,8 +77,6 @@ def _callable_or_none(name: str, value: object) -> None:
 
 def _addresses(addresses: object) -> list[tuple[str, int]]:
     """A non-empty list of loopback (host, port) pairs; a lone pair is named as the mistake it is."""
-    from .addresses import loopback_address  # the parent's package; worker processes never check
-
     if not isinstance(addresses, (list, tuple)) or not addresses:
         raise TypeError(f"addresses must be a non-empty list of (host, port) pairs, got {addresses!r}")
     if len(addresses) == 2 and isinstance(addresses[0], str):
@@ -101,9 +99,7 @@ def _check_capacity(connections: int, workers: int, pairs: int, how: str) -> Non
         raise ValueError(f"connections={connections} over {workers} worker(s) is {per_worker} per process, but the "
                          f"fd hard limit (RLIMIT_NOFILE, `ulimit -Hn`) is {hard}: use at most {max(0, fits)} "
                          f"connections with {workers} workers, more workers (up to 32), or a higher `nofile` limit")
-    from .c10k import ephemeral_ports  # parent side only, as above
-
-    ports = ephemeral_ports()
+    ports = ephemeral_port_count()
     if connections > ports * pairs:
         raise ValueError(f"connections={connections} exceed the {ports * pairs} that {how} can give (one per "
                          f"ephemeral port, ip_local_port_range has {ports}): use at most {ports * pairs}"
@@ -138,7 +134,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 @dataclass
 class LoadResult:
-    """What one run measured, summed over the workers."""
+    """What one load run measured (summed over the workers): the course's one load record."""
 
     connections: int
     connected: int
@@ -191,64 +187,37 @@ class HoldResult:
     errors: list[str] = field(default_factory=list)
 
 
-class _Worker:
-    """The parent's handle on one worker process: JSON lines in and out."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), "worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        self.fd = self.process.stdout.fileno()
-        self.buffer = b""
-
-    def send(self, message: dict[str, Any]) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.write((json.dumps(message) + "\n").encode())
-        self.process.stdin.flush()
-
-    def feed(self) -> list[dict[str, Any]]:
-        """Read what is available; return the complete messages."""
-        data = os.read(self.fd, 1 << 20)
-        if not data:
-            err = self.process.stderr.read().decode(errors="replace")[-1500:] if self.process.stderr else ""
-            raise RuntimeError(f"load worker {self.process.pid} exited ({self.process.wait()}): {err}")
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        return [json.loads(line) for line in lines if line]
-
-
 class LoadGenerator:
     """`workers` load-generating processes; use in a ``with`` block (they are always reaped)."""
 
     def __init__(self, workers: int = 2):
-        if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 32:
-            raise ValueError(f"workers must be an int in 1-32, got {workers!r}")
-        self.workers: list[_Worker] = []
-        self._holding: list[_Worker] = []
+        checks.count("workers", workers, 1, 32)
+        self.workers: list[spawn.Child] = []
+        self._holding: list[spawn.Child] = []
         try:
-            for _ in range(workers):
-                self.workers.append(_Worker())
+            for _ in range(workers):  # start them all, then wait: Python starts side by side
+                self.workers.append(spawn.Child("helpers.loadgen:worker_child", name="load worker", wait=False))
+            for w in self.workers:
+                w.wait_ready()
         except BaseException:
             self.close()
             raise
 
     # -- talking to several workers at once
-    def _collect(self, workers: list[_Worker], until: str, timeout_s: float,
+    def _collect(self, workers: list[spawn.Child], until: str, timeout_s: float,
                  on_event: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
         """Wait for one `until` event from each worker; other events go to on_event."""
         results: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
         with selectors.DefaultSelector() as sel:
             for i, w in enumerate(workers):
-                sel.register(w.fd, selectors.EVENT_READ, i)
+                sel.register(w.fileno(), selectors.EVENT_READ, i)
             while len(results) < len(workers):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"load workers did not report {until!r} within {timeout_s} s")
                 for key, _ in sel.select(left):
-                    for message in workers[key.data].feed():
+                    for message in workers[key.data].take():
                         if message.get("event") == until:
                             results[key.data] = message
                             sel.unregister(key.fd)
@@ -263,7 +232,7 @@ class LoadGenerator:
         return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
     def run(self, address: tuple[str, int], *, connections: int, duration_s: float = 0.3, service: str = "echo",
-            payload: int = 64, rate: float | None = None, drain_s: float = 3.0,
+            payload: int = 64, rate: float | None = None, drain_s: float = 3.0, reset: bool = True,
             on_ready: Callable[[], Any] | None = None) -> LoadResult:
         """Load the server at `address` with `connections` connections for `duration_s`.
 
@@ -272,23 +241,25 @@ class LoadGenerator:
         per second in total (open loop), or None for a closed loop. ``on_ready()``, if
         given, is called once every connection is open and before the first request
         (e.g. to read the server's memory with N connections); its value lands in
-        ``.sample``. `address` is a (host, port) pair on loopback; `drain_s` is in [0, 30] s.
+        ``.sample``. `reset` closes the connections with RST at the end (no TIME_WAIT left);
+        False closes them with FIN once their answers are in. `address` is a (host, port)
+        pair on loopback; `drain_s` is in [0, 30] s.
         Raises TypeError/ValueError for bad arguments (before any worker is told anything),
         among them more connections than the workers' fd limit or one source address's
         ephemeral ports allow; TimeoutError if the workers hang, RuntimeError if one dies.
         """
         if not self.workers:
             raise RuntimeError("this LoadGenerator is closed; start a new one")
-        if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 100_000:
-            raise ValueError(f"connections must be an int in 1-100000, got {connections!r}")
-        _seconds("duration_s", duration_s, high=30)
+        checks.count("connections", connections, 1, 100_000)
+        checks.seconds("duration_s", duration_s, high=30)
         if service not in ("echo", "http"):
             raise ValueError(f"service must be 'echo' or 'http', got {service!r}")
-        if isinstance(payload, bool) or not isinstance(payload, int) or not 1 <= payload <= 65536:
-            raise ValueError(f"payload must be an int in 1-65536 bytes, got {payload!r}")
+        checks.count("payload", payload, 1, 65536, note=" bytes")
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1e6):
             raise ValueError(f"rate must be None (closed loop) or requests/s in (0, 1e6], got {rate!r}")
-        _seconds("drain_s", drain_s, high=MAX_DRAIN_S, zero_ok=True)
+        checks.seconds("drain_s", drain_s, high=MAX_DRAIN_S, zero_ok=True)
+        if not isinstance(reset, bool):
+            raise TypeError(f"reset must be True (close with RST) or False (close with FIN), got {reset!r}")
         _callable_or_none("on_ready", on_ready)
         (address,) = _addresses([address])
         if self._holding:
@@ -298,9 +269,9 @@ class LoadGenerator:
         shares = self._split(connections, len(workers))
         for w, n in zip(workers, shares):
             w.send({"cmd": "run", "address": list(address[:2]), "connections": n, "duration_s": duration_s,
-                    "service": service, "payload": payload, "drain_s": drain_s,
+                    "service": service, "payload": payload, "drain_s": drain_s, "reset": reset,
                     "rate": None if rate is None else rate * n / connections})
-        ready = self._collect(workers, "ready", 30.0)
+        ready = self._collect(workers, "connected", 30.0)
         sampled = on_ready() if on_ready is not None else None
         for w in workers:
             w.send({"cmd": "go"})
@@ -335,14 +306,13 @@ class LoadGenerator:
         """
         if not self.workers:
             raise RuntimeError("this LoadGenerator is closed; start a new one")
-        if isinstance(connections, bool) or not isinstance(connections, int) or not 1 <= connections <= 1_000_000:
-            raise ValueError(f"connections must be an int in 1-1000000, got {connections!r}")
+        checks.count("connections", connections, 1, 1_000_000)
         if not addresses or not sources:
             raise ValueError("hold() needs at least one server address and one source address")
         addresses = _addresses(addresses)
         sources = self._sources(sources, addresses)
         _callable_or_none("progress", progress)
-        _seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
+        checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
         _check_capacity(connections, len(self.workers), len(sources) * len(addresses),
                         f"hold() from {len(sources)} source(s) to {len(addresses)} server(s)")
         if self._holding:
@@ -392,7 +362,7 @@ class LoadGenerator:
 
     def release(self, timeout_s: float = 30.0) -> None:
         """Close every connection ``hold()`` opened (waits until the workers did)."""
-        _seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
+        checks.seconds("timeout_s", timeout_s, high=MAX_WAIT_S)
         workers, self._holding = self._holding, []
         for w in workers:
             w.send({"cmd": "release"})
@@ -401,25 +371,14 @@ class LoadGenerator:
     @property
     def pids(self) -> list[int]:
         """The worker processes' ids."""
-        return [w.process.pid for w in self.workers]
+        return [w.pid for w in self.workers]
 
     def close(self) -> None:
-        """End every worker (stdin closed, then SIGKILL if it lingers) and reap it. Idempotent."""
+        """End every worker (stdin closed, then SIGTERM and SIGKILL if it lingers) and reap it. Idempotent."""
         for w in self.workers:
-            try:
-                if w.process.stdin:
-                    w.process.stdin.close()
-            except OSError:
-                pass
+            w.send_eof()
         for w in self.workers:
-            try:
-                w.process.wait(5.0)
-            except subprocess.TimeoutExpired:
-                w.process.kill()
-                w.process.wait()
-            for stream in (w.process.stdout, w.process.stderr):
-                if stream:
-                    stream.close()
+            w.stop(5.0)
         self.workers = []
         self._holding = []
 
@@ -433,22 +392,18 @@ class LoadGenerator:
 # ---------------------------------------------------------------- the worker process
 
 
-def _say(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
 _LINGER_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 
 def _connect_all(targets: list[tuple[str, int]], sources: list[str | None], n: int, *, first: int = 0,
-                 on_batch: Callable[[list[socket.socket]], None] | None = None,
+                 on_batch: Callable[[list[socket.socket]], None] | None = None, reset: bool = True,
                  timeout_s: float = 10.0) -> tuple[list[socket.socket], list[str]]:
     """Open n non-blocking connections in batches of CONNECT_BATCH; return (sockets, errors).
 
     Connection k (counting from `first`) goes to targets[k % len] from sources[k % len].
     ``on_batch(socks)`` runs after each batch connected (the hold demo echoes there).
-    A batch's connections that are not up after `timeout_s` count as failed.
+    A batch's connections that are not up after `timeout_s` count as failed. With `reset`,
+    closing a socket sends RST (SO_LINGER 0).
     """
     socks: list[socket.socket] = []
     errors: list[str] = []
@@ -460,10 +415,11 @@ def _connect_all(targets: list[tuple[str, int]], sources: list[str | None], n: i
                 host, port = targets[k % len(targets)]
                 s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
                 try:
-                    # Close with RST (SO_LINGER 0, lesson 08): thousands of finished load
-                    # connections must not sit in TIME_WAIT for 60 s, holding ports of the
-                    # loopback every lesson and every user of a shared machine draws from.
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                    if reset:
+                        # Close with RST (SO_LINGER 0, lesson 08): thousands of finished load
+                        # connections must not sit in TIME_WAIT for 60 s, holding ports of the
+                        # loopback every lesson and every user of a shared machine draws from.
+                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
                     s.setblocking(False)
                     source = sources[k % len(sources)]
                     if source is not None:
@@ -686,49 +642,42 @@ def _hold(cfg: dict[str, Any]) -> list[socket.socket]:
                         if entry[1] == entry[0]:
                             stats["echoed"] += 1
         stats["opened"] += len(batch)
-        _say({"event": "progress", "opened": stats["opened"]})
+        spawn.say({"event": "progress", "opened": stats["opened"]})
 
     socks, errors = _connect_all(targets, sources, cfg["connections"], first=cfg["offset"], on_batch=echo_batch)
     errs = (errors + stats["errors"])[:5]
-    _say({"event": "held", "opened": len(socks), "echoed": stats["echoed"],
+    spawn.say({"event": "held", "opened": len(socks), "echoed": stats["echoed"],
           "failed": cfg["connections"] - len(socks), "errors": errs})
     return socks
 
 
-def _worker_main() -> None:
-    """Serve commands from stdin until it closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a notebook interrupt goes to the parent only
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+def worker_child(config: dict[str, Any]) -> None:
+    """A load worker (run by core.spawn): serve run/hold/release commands until stdin closes."""
+    del config  # every setting comes with each command
+    raise_nofile_limit()  # 1024 descriptors are too few for a thousand connections
+    spawn.ready()
     held: list[socket.socket] = []
-    for line in sys.stdin.buffer:
-        cmd = json.loads(line)
+    commands = spawn.commands()
+    for cmd in commands:
         try:
             if cmd["cmd"] == "run":
-                socks, errors = _connect_all([tuple(cmd["address"])], [None], cmd["connections"])
-                _say({"event": "ready", "connected": len(socks), "failed": cmd["connections"] - len(socks),
-                      "errors": errors[:5]})
-                go = json.loads(sys.stdin.buffer.readline() or b'{"cmd": "exit"}')
+                socks, errors = _connect_all([tuple(cmd["address"])], [None], cmd["connections"], reset=cmd["reset"])
+                spawn.say({"event": "connected", "connected": len(socks), "failed": cmd["connections"] - len(socks),
+                           "errors": errors[:5]})
+                go = next(commands, {"cmd": "exit"})
                 if go["cmd"] != "go":
                     for s in socks:
                         s.close()
                     return
-                _say(_drive(socks, cmd))
+                spawn.say(_drive(socks, cmd))
             elif cmd["cmd"] == "hold":
                 held = _hold(cmd)
             elif cmd["cmd"] == "release":
                 for s in held:
                     s.close()
                 held = []
-                _say({"event": "released"})
+                spawn.say({"event": "released"})
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
-            _say({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
+            spawn.say({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
     for s in held:
         s.close()
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["worker"]:
-        sys.exit("usage: python -I loadgen.py worker   (started by helpers.loadgen.LoadGenerator)")
-    _worker_main()

@@ -15,10 +15,12 @@ The fates come from ``FateDrawer``, a seeded random source with no I/O: the n-th
 in each direction gets the same fate for the same seed, whatever the timing, so an
 experiment can be repeated exactly and a test can predict which datagrams vanish.
 
-The relay runs in one background thread named with servers.THREAD_PREFIX (so leak checks
+The relay runs in one background thread named with core.registry.THREAD_PREFIX (so leak checks
 see it), registered like the course's servers (so ``stop_all()`` stops it), woken by a
 socketpair rather than polling, and it never prints: ``.stats`` says what it did. One
-client at a time: replies go to the address that sent the latest datagram.
+client at a time: replies go to the address that sent the latest datagram. A relay needs no
+new descriptor once it runs (it accepts nothing), so a process out of descriptors keeps
+relaying; one that cannot even make the relay's sockets gets the OSError, and nothing leaks.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import checks
 from .addresses import loopback_address, loopback_host
-from .servers import THREAD_PREFIX, ServerError, register, unregister
+from .core import checks
+from .core.registry import THREAD_PREFIX, register, unregister
+from .servers import ServerError
 
 __all__ = ["Fate", "FateDrawer", "DirectionStats", "RelayStats", "LossyRelay", "validate_probability"]
 
@@ -160,9 +163,16 @@ class LossyRelay:
         self._queue: list[tuple[float, int, str, bytes]] = []  # (due time, tie-breaker, direction, datagram)
         self._counter = 0
         self._stopped = False
-        self.front = socket.socket(family, socket.SOCK_DGRAM)  # faces the client
-        self.back = socket.socket(family, socket.SOCK_DGRAM)  # faces the server
-        self._wake_r, self._wake_w = socket.socketpair()
+        made: list[socket.socket] = []  # closed again if a later one fails (EMFILE: no descriptor left)
+        try:
+            made.append(socket.socket(family, socket.SOCK_DGRAM))  # faces the client
+            made.append(socket.socket(family, socket.SOCK_DGRAM))  # faces the server
+            made.extend(socket.socketpair())
+        except BaseException:
+            for sock in made:
+                sock.close()
+            raise
+        self.front, self.back, self._wake_r, self._wake_w = made
         try:
             self.front.bind((host, 0))
             self.back.bind((host, 0))

@@ -25,6 +25,11 @@ an ``fd_set`` and back on every call (a C program must rebuild its sets each tim
 because select overwrites them), while a ``select.poll`` object keeps its ``pollfd`` array
 between calls, so what grows with n in poll's cost is the kernel's copy and scan.
 
+``crowd_below()`` fills every free fd number below 1024 with placeholder sockets, so that the
+next socket the process opens lands above select's wall (lesson 14). The kernel hands out
+the lowest free number each time (``man 2 open``), so that is the whole trick; on the way
+it records whether the soft ``RLIMIT_NOFILE`` stopped the filling first (EMFILE).
+
 Two smaller tools serve the lesson's epoll flag demos: ``event_names()`` spells out an
 event mask (``EPOLLIN|EPOLLRDHUP``), and ``wakeups()`` counts how many threads, each blocked
 in its own epoll on one listening socket, one connection wakes with and without
@@ -33,6 +38,7 @@ in its own epoll on one listening socket, one connection wakes with and without
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import resource
@@ -45,9 +51,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
-from . import checks
-from .features import require_linux
-from .servers import THREAD_PREFIX
+from .core import checks
+from .core.features import require_linux
+from .core.registry import THREAD_PREFIX
 
 __all__ = [
     "FD_SETSIZE",
@@ -61,6 +67,8 @@ __all__ = [
     "sweep",
     "log_counts",
     "select_capacity",
+    "Crowd",
+    "crowd_below",
     "event_names",
     "Wakeups",
     "wakeups",
@@ -261,6 +269,75 @@ def select_capacity() -> int:
     open_now.discard(listing_fd)                    # ...which the listing itself held meanwhile
     free_below = FD_SETSIZE - sum(fd < FD_SETSIZE for fd in open_now)
     return max(0, (free_below - 1) // 2 * 2)
+
+
+@dataclass
+class Crowd:
+    """Placeholder sockets that hold every free fd number below `wall` (see crowd_below()).
+
+    ``emfile`` is the OSError that stopped the filling under the soft limit as it was, if one
+    did, after ``opened_at_emfile`` sockets with ``highest_at_emfile`` the highest fd; then
+    the soft limit was raised from ``soft_before`` to the hard limit.
+    """
+
+    wall: int
+    placeholders: list[socket.socket]
+    soft_before: int
+    emfile: OSError | None = None
+    opened_at_emfile: int = 0
+    highest_at_emfile: int = -1
+
+    @property
+    def top(self) -> socket.socket:
+        """The placeholder with the highest fd number (wall - 1 unless something else holds it)."""
+        return max(self.placeholders, key=lambda s: s.fileno())
+
+
+def _open_placeholder(stack: ExitStack) -> socket.socket:
+    sock = socket.socket()
+    stack.callback(sock.close)
+    return sock
+
+
+@contextmanager
+def crowd_below(wall: int = FD_SETSIZE) -> Iterator[Crowd]:
+    """Open placeholder sockets until every fd number below `wall` is taken; close them after.
+
+    The next socket this process opens then gets `wall` or more. The filling starts under the
+    soft RLIMIT_NOFILE as it is and records the EMFILE if that stops it (a soft limit of 1024
+    does), then raises the soft limit to the hard one and goes on. On exit every placeholder
+    is closed and the soft limit restored. ValueError, naming the hard limit, when the hard
+    limit leaves no room above `wall` (only root can raise it).
+    """
+    require_linux("descriptor numbers and RLIMIT_NOFILE")
+    if not _is_int(wall) or not 8 <= wall <= 1 << 20:
+        raise ValueError(f"wall must be an fd number (an int) between 8 and {1 << 20}, got {wall!r}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wall + _SPARE_FDS:
+        raise ValueError(f"the hard RLIMIT_NOFILE is {hard}: this process cannot open fd {wall} and more "
+                         f"(it needs {wall + _SPARE_FDS}; only root can raise the hard limit)")
+    with ExitStack() as stack:
+        crowd = Crowd(wall, [], soft)
+        stack.callback(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        while True:  # until a new socket would get `wall` or more, or the soft limit says EMFILE
+            try:
+                sock = _open_placeholder(stack)
+            except OSError as exc:
+                if exc.errno != errno.EMFILE:
+                    raise
+                crowd.emfile, crowd.opened_at_emfile = exc, len(crowd.placeholders)
+                crowd.highest_at_emfile = max((s.fileno() for s in crowd.placeholders), default=-1)
+                if crowd.highest_at_emfile < wall - 1:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # fill on above the soft limit
+                    continue
+                break
+            if sock.fileno() >= wall:  # every number below the wall is taken: this one is not a placeholder
+                sock.close()
+                break
+            crowd.placeholders.append(sock)
+        if soft != resource.RLIM_INFINITY and soft < wall + _SPARE_FDS:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # room for the sockets above the wall
+        yield crowd
 
 
 def log_counts(largest: int) -> list[int]:

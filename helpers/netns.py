@@ -10,9 +10,10 @@ CAP_NET_ADMIN over that namespace only, when the system allows it.
 Three facts shape this module:
 
 * unshare(CLONE_NEWUSER) fails with EINVAL in a multi-threaded process, and a Jupyter
-  kernel has threads. So the work runs in a fresh, single-threaded Python child that
-  unshares first and then runs the learner's function. The child loads only this file
-  (not the ``helpers`` package), so nothing starts a thread before unshare().
+  kernel has threads. So the work runs in a fresh, single-threaded Python child (started
+  the course's one way, ``helpers.core.spawn``, with ``namespace_child`` as its entry) that
+  unshares first and then runs the learner's function. The child imports this module and
+  core.spawn, standard library underneath, so nothing starts a thread before unshare().
 * A new network namespace has one interface, ``lo``, and it is DOWN. The child brings it
   up with the SIOCSIFFLAGS ioctl (man 7 netdevice), so no tool such as ``ip`` is needed.
   ``set_link("lo", up=False)`` takes it down again: then every segment sent on it is
@@ -23,7 +24,9 @@ Three facts shape this module:
   and makes one real trial, once, and says which of these stopped it.
 
 The API is small on purpose: ``support()``, ``run_in_netns()``, ``set_link()``, and the
-errors ``NamespaceUnavailable`` and ``NamespaceError``.
+errors ``NamespaceUnavailable`` and ``NamespaceError``. Where namespaces are forbidden, a
+lesson shows a run recorded earlier instead: ``run_or_replay()`` runs live when it can and
+otherwise loads the recording ``save_run()`` wrote, labelled as such (``NamespaceRun.live``).
 
 Example (the function runs in the child, so it imports what it uses; ``set_link`` is
 provided there)::
@@ -48,15 +51,18 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NamespaceSupport", "NamespaceUnavailable", "NamespaceError", "support", "run_in_netns", "set_link"]
+from .core import recordings, spawn
+
+__all__ = ["NamespaceSupport", "NamespaceUnavailable", "NamespaceError", "NamespaceRun", "support", "run_in_netns",
+           "set_link", "run_or_replay", "save_run"]
 
 CLONE_NEWUSER = 0x10000000  # <linux/sched.h>
 CLONE_NEWNET = 0x40000000
@@ -65,10 +71,9 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1  # <linux/if.h>
 _IFREQ = struct.Struct("16sh22x")  # struct ifreq: a 16-byte name, then a 24-byte union (flags first)
 
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _PROC_SYS = Path("/proc/sys")
+CHILD_ENTRY = "helpers.netns:namespace_child"
 _TRIAL_TIMEOUT_S = 10.0  # the trial is one Python start-up (~50 ms); 10 s tolerates a very busy machine
-_EXIT_UNSHARE_FAILED = 3  # the child's exit code when unshare() itself was refused
 
 
 class NamespaceUnavailable(RuntimeError):
@@ -185,26 +190,22 @@ def _unshare_user_and_net() -> None:
     os.environ[_MARK] = str(_net_namespace_inode())
 
 
-def _child_main() -> None:
-    """Entry point of the child: read the request on stdin, answer one JSON line on stdout.
+def namespace_child(request: dict[str, Any]) -> None:
+    """The child's entry (run by core.spawn): unshare, bring ``lo`` up, run the function, say
+    its result (or the error) in one message, and exit. `request` is a child_request().
 
-    The function's own prints go to stderr, so they cannot corrupt the answer.
+    The function's own prints go to stderr (core.spawn keeps them out of the answer).
     """
-    answer = os.fdopen(os.dup(1), "w")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    request = json.loads(sys.stdin.read())
+    spawn.ready()
     try:
         _unshare_user_and_net()
     except OSError as exc:
-        answer.write(json.dumps({"unshare_errno": exc.errno, "message": str(exc)}) + "\n")
-        answer.flush()
-        sys.exit(_EXIT_UNSHARE_FAILED)
+        spawn.say({"unshare_errno": exc.errno, "message": str(exc)})
+        return
     try:
         if request["loopback_up"]:
             set_link("lo", up=True)
-        # set_link is handed over so the function need not import the helpers package
-        # (plotting and all, a few hundred ms) just to cut a link.
+        # set_link is handed over so the function need not import anything just to cut a link.
         namespace: dict[str, Any] = {"__name__": "__netns__", "set_link": set_link}
         exec(compile(request["source"], request["filename"], "exec"), namespace)
         fn = namespace.get(request["entry"])
@@ -212,16 +213,20 @@ def _child_main() -> None:
             raise NameError(f"the source defines no function named {request['entry']!r}")
         result = fn(**request["kwargs"])
         try:
-            text = json.dumps({"result": result})
+            json.dumps(result)
+            answer = {"result": result}
         except (TypeError, ValueError) as exc:
             raise TypeError(f"the function must return JSON data (dict, list, str, numbers); {exc}") from None
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
-        import traceback
+        answer = error_answer(exc)
+    spawn.say(answer)
 
-        text = json.dumps({"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__,
-                           "traceback": traceback.format_exc()})
-    answer.write(text + "\n")
-    answer.flush()
+
+def error_answer(exc: BaseException) -> dict[str, str]:
+    """What a child says when the experiment raised: the error, its type and traceback."""
+    import traceback
+
+    return {"error": f"{type(exc).__name__}: {exc}", "type": type(exc).__name__, "traceback": traceback.format_exc()}
 
 
 # --------------------------------------------------------------------------- from the host
@@ -257,7 +262,7 @@ def _sysctl_verdict(root: Path = _PROC_SYS) -> tuple[str | None, dict[str, Any]]
     return (None, checks)
 
 
-def _explain_unshare_errno(err: int, checks: dict[str, Any]) -> str:
+def explain_unshare_errno(err: int, checks: dict[str, Any]) -> str:
     """Turn unshare()'s errno into a sentence that names the likely cause."""
     name = errno.errorcode.get(err, str(err))
     if err == errno.EPERM:
@@ -273,59 +278,60 @@ def _explain_unshare_errno(err: int, checks: dict[str, Any]) -> str:
     return f"unshare(CLONE_NEWUSER | CLONE_NEWNET) failed with {name}: {os.strerror(err)}"
 
 
-def _child_command() -> list[str]:
-    """python -c '<load this file by path, then _child_main()>': no package import, no threads."""
-    boot = (
-        "import importlib.util as u, sys\n"
-        f"spec = u.spec_from_file_location('_course_netns', {str(Path(__file__).resolve())!r})\n"
-        "m = u.module_from_spec(spec); sys.modules['_course_netns'] = m; spec.loader.exec_module(m)\n"
-        "m._child_main()\n"
-    )
-    return [sys.executable, "-c", boot]
+def run_child(entry: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """Start a child (core.spawn) on `entry` with `request`, and return the one answer it says.
+
+    TimeoutError after `timeout_s` (the child and its process group are killed), NamespaceError
+    if it exits without an answer (with the end of its stderr).
+    """
+    deadline = time.monotonic() + timeout_s
+    with spawn.Child(entry, request, name="experiment child", start_timeout_s=timeout_s) as child:
+        try:
+            return child.read(max(0.0, deadline - time.monotonic()), waiting_for="the function's result")
+        except TimeoutError:
+            child.kill()
+            raise TimeoutError(
+                f"the function did not finish within {timeout_s} s in the child, so its process was killed; "
+                f"raise timeout_s or make it shorter. Its stderr: {child.stderr_tail(1000)!r}"
+            ) from None
+        except spawn.ChildError as exc:
+            raise NamespaceError(f"the child exited with code {exc.returncode} and no answer; stderr: "
+                                 f"{exc.stderr[-1000:]}") from None
 
 
-def _run_child(request: dict[str, Any], timeout_s: float) -> tuple[int, dict[str, Any] | None, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    try:
-        proc = subprocess.run(
-            _child_command(), input=json.dumps(request), capture_output=True, text=True,
-            timeout=timeout_s, env=env, check=False,
-        )
-    except subprocess.TimeoutExpired as exc:  # subprocess.run has killed and reaped the child
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        raise TimeoutError(
-            f"the function did not finish within {timeout_s} s in the namespace, so its process was killed; "
-            f"raise timeout_s or make it shorter. Its stderr: {stderr[-1000:]!r}"
-        ) from None
-    lines = proc.stdout.strip().splitlines()
-    answer = json.loads(lines[-1]) if lines else None
-    return proc.returncode, answer, proc.stderr
-
-
-@functools.lru_cache(maxsize=1)
 def support() -> NamespaceSupport:
     """Probe once whether run_in_netns() works here: the sysctls, then a real trial.
 
-    Never raises; a NamespaceSupport with available=False says why in ``.reason``.
+    Never raises; a NamespaceSupport with available=False says why in ``.reason``. A test
+    may switch this probe ("netns") off: helpers.core.features.
     """
+    from .core.features import switched_off  # here, not at the top: the child loads this file alone
+
+    why = switched_off("netns")
+    if why:
+        return NamespaceSupport(False, f"user + network namespaces are {why}", {"switched off": why})
+    return _tried()
+
+
+@functools.lru_cache(maxsize=1)
+def _tried() -> NamespaceSupport:
+    """The sysctls and the real trial, once per process."""
     if not sys.platform.startswith("linux"):
         return NamespaceSupport(False, f"network namespaces are a Linux feature; this is {sys.platform}")
     reason, checks = _sysctl_verdict()
     if reason is not None:
         return NamespaceSupport(False, reason, checks)
     try:
-        code, answer, stderr = _run_child(_request(_TRIAL_SOURCE, "trial", {}, True), _TRIAL_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
+        answer = run_child(CHILD_ENTRY, child_request(_TRIAL_SOURCE, "trial", {}, True), _TRIAL_TIMEOUT_S)
+    except (OSError, TimeoutError, NamespaceError) as exc:
         checks["trial"] = f"{type(exc).__name__}: {exc}"
         return NamespaceSupport(False, f"the trial namespace could not be run: {exc}", checks)
-    if answer is not None and "unshare_errno" in answer:
+    if "unshare_errno" in answer:
         checks["trial"] = answer["message"]
-        return NamespaceSupport(False, _explain_unshare_errno(answer["unshare_errno"], checks), checks)
-    if code != 0 or answer is None or "result" not in answer:
-        detail = answer.get("error") if answer else stderr.strip()[-500:]
-        checks["trial"] = detail
-        return NamespaceSupport(False, f"the trial namespace failed: {detail}", checks)
+        return NamespaceSupport(False, explain_unshare_errno(answer["unshare_errno"], checks), checks)
+    if "result" not in answer:
+        checks["trial"] = answer.get("error")
+        return NamespaceSupport(False, f"the trial namespace failed: {answer.get('error')}", checks)
     checks["trial"] = answer["result"]
     return NamespaceSupport(True, "unprivileged user + network namespaces work here", checks)
 
@@ -339,11 +345,14 @@ def trial():
 """
 
 
-def _request(source: str, entry: str, kwargs: dict[str, Any], loopback_up: bool, filename: str = "<netns>") -> dict:
+def child_request(
+    source: str, entry: str, kwargs: dict[str, Any], loopback_up: bool, filename: str = "<netns>"
+) -> dict:
+    """What namespace_child() is given: run `entry`(**kwargs) from `source` in the namespace."""
     return {"source": source, "entry": entry, "kwargs": kwargs, "loopback_up": loopback_up, "filename": filename}
 
 
-def _source_of(fn: Callable[..., Any] | str) -> tuple[str, str, str]:
+def source_of(fn: Callable[..., Any] | str) -> tuple[str, str, str]:
     """(source, entry-point name, filename) for a function or a source text defining main()."""
     if isinstance(fn, str):
         return (textwrap.dedent(fn), "main", "<netns source>")
@@ -378,7 +387,7 @@ def run_in_netns(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, lo
         raise ValueError(f"timeout_s must be a number of seconds in (0, 600], got {timeout_s!r}")
     if not isinstance(loopback_up, bool):
         raise TypeError(f"loopback_up must be True or False, got {loopback_up!r}")
-    source, entry, filename = _source_of(fn)
+    source, entry, filename = source_of(fn)
     try:
         json.dumps(kwargs)
     except (TypeError, ValueError) as exc:
@@ -386,12 +395,66 @@ def run_in_netns(fn: Callable[..., Any] | str, /, *, timeout_s: float = 10.0, lo
     status = support()
     if not status.available:
         raise NamespaceUnavailable(status.reason)
-    code, answer, stderr = _run_child(_request(source, entry, kwargs, loopback_up, filename), timeout_s)
-    if answer is None:
-        raise NamespaceError(f"the namespace child exited with code {code} and no answer; stderr: {stderr[-1000:]}")
+    answer = run_child(CHILD_ENTRY, child_request(source, entry, kwargs, loopback_up, filename), timeout_s)
     if "unshare_errno" in answer:  # worked for the trial, refused now (e.g. a namespace limit reached)
-        raise NamespaceUnavailable(_explain_unshare_errno(answer["unshare_errno"], status.checks))
+        raise NamespaceUnavailable(explain_unshare_errno(answer["unshare_errno"], status.checks))
     if "error" in answer:
         raise NamespaceError(f"{entry}() raised in the namespace: {answer['error']}",
                              remote_type=answer["type"], traceback=answer["traceback"])
     return answer["result"]
+
+
+# --------------------------------------------------------------------------- live, or a recording
+
+
+@dataclass(frozen=True)
+class NamespaceRun:
+    """What a function returned in a private namespace: live now, or recorded earlier.
+
+    ``source`` says where: "live, in a private network namespace" or the recording's label
+    (machine, kernel, time). Never assert on a run whose ``live`` is False.
+    """
+
+    result: Any
+    live: bool
+    source: str
+
+
+def run_or_replay(fn: Callable[..., Any] | str, recording: str | Path, /, *, timeout_s: float = 10.0,
+                  **kwargs: Any) -> NamespaceRun:
+    """``run_in_netns(fn, **kwargs)`` where namespaces work; otherwise the run recorded in
+    `recording` (written by ``save_run()``), labelled as such.
+
+    Raises what run_in_netns() raises when the function itself fails; FileNotFoundError
+    (saying why no live run was possible) when namespaces are forbidden and there is no
+    recording; ValueError for a file that is not a recording.
+    """
+    if not isinstance(recording, (str, Path)) or not str(recording):
+        raise TypeError(f"recording must be a file name (str or pathlib.Path), got {recording!r}")
+    status = support()
+    if status.available:
+        return NamespaceRun(run_in_netns(fn, timeout_s=timeout_s, **kwargs), True,
+                            "live, in a private network namespace")
+
+    def replayed(label: str, data: dict[str, Any]) -> NamespaceRun:
+        return NamespaceRun(data["result"], False, f"RECORDED earlier ({label}), because no namespace is allowed "
+                            f"here: {status.reason}")
+
+    try:
+        return recordings.read(recording, "save_run()", replayed)  # also from an edition's folder (notebooks/zh-CN/)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"no live run here ({status.reason}) and no recording: {exc}") from None
+
+
+def save_run(run: NamespaceRun, path: str | Path, where: str) -> None:
+    """Store a live run as JSON, labelled with `where` (the machine), the kernel and the time.
+
+    TypeError for a `run` that is not a NamespaceRun or an empty `where`; ValueError for a
+    run that is itself a recording.
+    """
+    if not isinstance(run, NamespaceRun):
+        raise TypeError(f"save_run() needs the NamespaceRun that run_or_replay() returned, got {type(run).__name__}")
+    label = recordings.label(where, by="helpers.netns")  # TypeError for an empty `where`
+    if not run.live:
+        raise ValueError("this run is itself a recording; record a live one")
+    recordings.write(path, {"recorded": label, "result": run.result})

@@ -25,8 +25,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import checks
-from .observe import proc_stat
+from .core import checks
+from .core.proc import proc_stat
 
 __all__ = ["usable_cpus", "idlest_cpus", "thread_cpu", "pinned"]
 

@@ -22,8 +22,9 @@ Wire format (network byte order):
     ACK   | type=2 (u8) | seq (u32) | next_expected (u32) |
 
 ``Sender`` and ``Receiver`` do no I/O (bytes in, bytes out, the time passed in), so tests
-can run them over a simulated network; ``send_all`` and ``Receiver.handle`` connect them to
-real sockets (a helpers.UDPServer runs the receiving side).
+can run them over a simulated network; ``Transfer`` (the sending loop, which ``send_all``
+runs) and ``Receiver.handle`` connect them to real sockets (a helpers.UDPServer runs the
+receiving side).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import math
 import socket
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Sender",
     "Receiver",
     "SendReport",
+    "Transfer",
     "send_all",
     "MAX_PAYLOAD",
 ]
@@ -328,6 +330,82 @@ class SendReport:
         return self.payload_bytes / self.elapsed_s / 1000 if self.elapsed_s > 0 else math.inf
 
 
+class Transfer:
+    """The sending loop of ``send_all()``, one step per message acknowledged: iterate to run it.
+
+    ``for acked in Transfer(sock, dest, messages)`` sends every message reliably to the
+    Receiver at `dest` over the UDP socket `sock` and yields 1, 2, ... ``len(messages)``, once
+    per message as the messages are acknowledged in order, so ``h.progress(transfer,
+    desc=...)`` shows how far it got. When the loop ends, ``report`` holds the SendReport.
+    Iterating raises DeliveryTimeout (a TimeoutError) if the transfer takes longer than
+    `deadline_s`, saying how far it got. The socket's timeout is changed while it runs and
+    restored after. TypeError for a socket that is not UDP, ValueError for bad arguments.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        dest: tuple[str, int],
+        messages: Sequence[bytes],
+        *,
+        window: int = 8,
+        rto_s: float = 0.03,
+        deadline_s: float = 10.0,
+    ):
+        if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_DGRAM:
+            kind = getattr(getattr(sock, "type", None), "name", type(sock).__name__)
+            raise TypeError(f"send_all() needs a UDP (SOCK_DGRAM) socket, got {kind}")
+        if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) or not 0 < deadline_s <= 600:
+            raise ValueError(f"deadline_s must be a number of seconds in (0, 600], got {deadline_s!r}")
+        self.sock, self.dest, self.deadline_s = sock, dest, float(deadline_s)
+        self.sender = Sender(messages, window=window, rto_s=rto_s)
+        self.report: SendReport | None = None
+
+    def __len__(self) -> int:
+        return len(self.sender.messages)
+
+    def __iter__(self) -> Iterator[int]:
+        sender, sock = self.sender, self.sock
+        old_timeout = sock.gettimeout()
+        start = time.monotonic()
+        try:
+            while not sender.done:
+                now = time.monotonic()
+                if now - start > self.deadline_s:
+                    raise DeliveryTimeout(
+                        f"only {sender.base} of {len(sender.messages)} messages acknowledged after "
+                        f"{self.deadline_s:g} s ({sender.retransmissions} retransmissions); is the receiver "
+                        f"running at {self.dest}?"
+                    )
+                for datagram in sender.poll(now):  # timed-out messages again, then what the window allows
+                    sock.sendto(datagram, self.dest)
+                wait = sender.next_timeout(time.monotonic())
+                if wait is None:
+                    break
+                sock.settimeout(max(wait, 0.0001))  # wait for an ACK no longer than the next timer
+                try:
+                    data = sock.recv(MAX_PAYLOAD + _DATA.size)
+                except TimeoutError:
+                    continue
+                except ConnectionRefusedError:
+                    continue  # an ICMP error from an earlier send; the retransmit timer covers it
+                before = sender.base
+                sender.datagram_received(data, time.monotonic())
+                yield from range(before + 1, sender.base + 1)
+        finally:
+            sock.settimeout(old_timeout)
+        events = [Event(e.t_s - start, e.seq, e.kind) for e in sender.events]
+        self.report = SendReport(
+            messages=len(sender.messages),
+            payload_bytes=sum(len(m) for m in sender.messages),
+            elapsed_s=time.monotonic() - start,
+            transmissions=sender.transmissions,
+            retransmissions=sender.retransmissions,
+            acks=sender.acks,
+            events=events,
+        )
+
+
 def send_all(
     sock: socket.socket,
     dest: tuple[str, int],
@@ -340,53 +418,15 @@ def send_all(
 ) -> SendReport:
     """Send every message reliably to the Receiver at `dest` over the UDP socket `sock`.
 
-    Returns once every message is acknowledged. Raises DeliveryTimeout (a TimeoutError)
-    if that takes longer than `deadline_s`, saying how far it got; ValueError for bad
-    arguments. The socket's timeout is changed while this runs and restored after.
-    `on_progress(acknowledged, total)` is called whenever more messages are acknowledged
-    in order (e.g. to move a progress bar).
+    Returns once every message is acknowledged (``Transfer`` is the loop). Raises
+    DeliveryTimeout (a TimeoutError) if that takes longer than `deadline_s`, saying how far
+    it got; ValueError for bad arguments. The socket's timeout is changed while this runs
+    and restored after. `on_progress(acknowledged, total)` is called each time one more
+    message is acknowledged in order (e.g. to move a progress bar).
     """
-    if sock.type != socket.SOCK_DGRAM:
-        raise TypeError(f"send_all() needs a UDP (SOCK_DGRAM) socket, got {sock.type!r}")
-    if isinstance(deadline_s, bool) or not isinstance(deadline_s, (int, float)) or not 0 < deadline_s <= 600:
-        raise ValueError(f"deadline_s must be a number of seconds in (0, 600], got {deadline_s!r}")
-    sender = Sender(messages, window=window, rto_s=rto_s)
-    old_timeout = sock.gettimeout()
-    start = time.monotonic()
-    try:
-        while not sender.done:
-            now = time.monotonic()
-            if now - start > deadline_s:
-                raise DeliveryTimeout(
-                    f"only {sender.base} of {len(messages)} messages acknowledged after {deadline_s} s "
-                    f"({sender.retransmissions} retransmissions); is the receiver running at {dest}?"
-                )
-            for datagram in sender.poll(now):
-                sock.sendto(datagram, dest)
-            wait = sender.next_timeout(time.monotonic())
-            if wait is None:
-                break
-            sock.settimeout(max(wait, 0.0001))
-            try:
-                data = sock.recv(MAX_PAYLOAD + _DATA.size)
-            except TimeoutError:
-                continue
-            except ConnectionRefusedError:
-                continue  # an ICMP error from an earlier send; the retransmit timer covers it
-            before = sender.base
-            sender.datagram_received(data, time.monotonic())
-            if on_progress is not None and sender.base != before:
-                on_progress(sender.base, len(messages))
-    finally:
-        sock.settimeout(old_timeout)
-    elapsed = time.monotonic() - start
-    events = [Event(e.t_s - start, e.seq, e.kind) for e in sender.events]
-    return SendReport(
-        messages=len(messages),
-        payload_bytes=sum(len(m) for m in sender.messages),
-        elapsed_s=elapsed,
-        transmissions=sender.transmissions,
-        retransmissions=sender.retransmissions,
-        acks=sender.acks,
-        events=events,
-    )
+    transfer = Transfer(sock, dest, messages, window=window, rto_s=rto_s, deadline_s=deadline_s)
+    for acked in transfer:
+        if on_progress is not None:
+            on_progress(acked, len(transfer))
+    assert transfer.report is not None  # set when the loop ends
+    return transfer.report

@@ -13,12 +13,14 @@ This module only measures; lessons draw the result with ``plots``.
 
 from __future__ import annotations
 
+import math
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 from .observe import TcpInfo, tcp_info
+from .progressbar import progress as show_progress
 
 __all__ = ["Sample", "sample_tcp_info", "rise_times"]
 
@@ -36,42 +38,42 @@ class Sample:
 
 
 def sample_tcp_info(
-    sock: socket.socket, duration_s: float, *, every_s: float = 0.02, progress: str | None = None
+    sock: socket.socket,
+    duration_s: float,
+    *,
+    every_s: float = 0.02,
+    progress: str | None = None,
+    stop_when: Callable[[TcpInfo], bool] | None = None,
 ) -> list[Sample]:
     """Read tcp_info(sock) every `every_s` seconds for `duration_s` seconds.
 
-    The first sample is taken at once, the last at or just after `duration_s`. With
-    `progress` (a label) and a duration over 2 s, a tqdm bar shows the seconds elapsed.
+    The first sample is taken at once, the last at or just after `duration_s`, or the first
+    for which `stop_when(info)` is true; samples are due on a fixed schedule, so a late one
+    (a busy machine) does not shift the others.
+    With `progress` (a label) and a duration over 2 s, a progress line counts the samples
+    (``helpers.progressbar``: its final state stays readable in a saved notebook).
     Raises ValueError for a non-positive or absurd duration or period, and what tcp_info()
     raises for a socket that is not TCP.
     """
     for name, value, limit in (("duration_s", duration_s, 3600.0), ("every_s", every_s, 60.0)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= limit:
             raise ValueError(f"{name} must be a number of seconds in (0, {limit:g}], got {value!r}")
-    if progress is not None and not isinstance(progress, str):
-        raise ValueError(f"progress must be a label (str) or None, got {progress!r}")
+    if progress is not None and (not isinstance(progress, str) or not progress):
+        raise ValueError(f"progress must be a label (a non-empty str) or None, got {progress!r}")
+    if stop_when is not None and not callable(stop_when):
+        raise TypeError(f"stop_when must be a function of a TcpInfo (or None), got {stop_when!r}")
+    tcp_info(sock)  # TypeError/ValueError for a socket that is not TCP, before any waiting
     every_s = max(every_s, _MIN_EVERY_S)
-    bar = None
+    due = [min(k * every_s, duration_s) for k in range(math.ceil(duration_s / every_s) + 1)]
     if progress is not None and duration_s > _PROGRESS_AFTER_S:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=round(duration_s, 1), desc=progress, unit="s", bar_format="{l_bar}{bar}| {n:.1f}/{total} s")
+        due = show_progress(due, desc=progress)  # type: ignore[assignment]
     samples: list[Sample] = []
     start = time.monotonic()
-    try:
-        while True:
-            now = time.monotonic() - start
-            samples.append(Sample(now, tcp_info(sock)))
-            if bar is not None and now - bar.n >= 0.1:
-                bar.n = round(min(now, duration_s), 1)
-                bar.refresh()
-            if now >= duration_s:
-                break
-            time.sleep(min(every_s, duration_s - now))
-    finally:
-        if bar is not None:
-            bar.n = round(duration_s, 1)
-            bar.close()
+    for at in due:
+        time.sleep(max(0.0, at - (time.monotonic() - start)))
+        samples.append(Sample(time.monotonic() - start, tcp_info(sock)))
+        if stop_when is not None and stop_when(samples[-1].info):
+            break
     return samples
 
 

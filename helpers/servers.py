@@ -14,86 +14,51 @@ a child process a lesson can pause or kill). Three rules hold for all of them:
   socketpair interrupts the accept loop at once (no polling interval), open connections
   are shut down so handlers blocked in recv() return, and ``stop_all()`` stops whatever a
   cell left running. ``live_servers()`` lists them, so tests can prove nothing leaked.
+
+Out of file descriptors, a stream server pauses accepting and retries (``core.accept``, the
+course's one accept policy) instead of spinning on a listener that stays readable.
 """
 
 from __future__ import annotations
 
 import errno
-import ipaddress
-import json
 import os
 import queue
 import selectors
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from . import checks
 from .addresses import loopback_host
 from .behaviours import STREAM_BEHAVIOURS
-from .observe import proc_stat
+from .core import checks, spawn
+from .core.accept import SelectorAcceptor
+from .core.checks import family_for
+from .core.proc import proc_stat
+from .core.registry import THREAD_PREFIX, register, unregister
 
 __all__ = [
     "ServerError",
     "TCPServer",
+    "LoopServer",
     "UDPServer",
     "UnixStreamServer",
     "ProcessServer",
-    "family_for",
     "listening_socket",
-    "live_servers",
-    "register",
-    "stop_all",
-    "unregister",
+    "port_holder",
+    "shut_down",
+    "check_backlog",
 ]
 
 StreamHandler = Callable[[socket.socket], Any]
+ServerLoop = Callable[[socket.socket, socket.socket], Any]
 DatagramHandler = Callable[[bytes, Any], "bytes | None"]
-
-THREAD_PREFIX = "course-server"  # every thread these servers start is named with this
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-_live: set[Any] = set()
-_live_lock = threading.Lock()
-
-
-def register(server: Any) -> None:
-    """Add a running server (anything with ``stop(raise_errors=...)``) to the registry, so
-    ``stop_all()`` and the leak checks see it. Servers defined in other helpers modules
-    call this when they start and ``unregister`` when they stop. TypeError for an object
-    without a stop() method (stop_all() could not stop it)."""
-    if not callable(getattr(server, "stop", None)):
-        raise TypeError(f"register() needs a server with a stop(raise_errors=...) method, got {server!r}")
-    with _live_lock:
-        _live.add(server)
-
-
-def unregister(server: Any) -> None:
-    """Remove a stopped server from the registry (no error if it is not there)."""
-    with _live_lock:
-        _live.discard(server)
-
-
-def live_servers() -> list[Any]:
-    """Servers started and not yet stopped (threads and child processes)."""
-    with _live_lock:
-        return sorted(_live, key=id)
-
-
-def stop_all() -> int:
-    """Stop every server still running; return how many there were. Errors are not raised."""
-    servers = live_servers()
-    for server in servers:
-        server.stop(raise_errors=False)
-    return len(servers)
 
 
 class ServerError(RuntimeError):
@@ -109,16 +74,12 @@ class ServerError(RuntimeError):
         self.errors = errors
 
 
-def _check_port(port: int) -> int:
-    if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"port must be an int, got {type(port).__name__} {port!r}")
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port must be in 0-65535 (0 lets the kernel choose), got {port}")
-    return port
+_PORT_ZERO = " (0 lets the kernel choose)"
 
 
-def _check_backlog(backlog: int) -> int:
-    # listen() takes a C int; the kernel silently caps it at net.core.somaxconn (4096 by default).
+def check_backlog(backlog: int) -> int:
+    """`backlog` if it is an int in 0-65535: listen() takes a C int, and the kernel silently caps it
+    at net.core.somaxconn (4096 by default). ValueError naming the value otherwise."""
     if isinstance(backlog, bool) or not isinstance(backlog, int) or not 0 <= backlog <= 65535:
         raise ValueError(f"backlog must be an int >= 0 (at most 65535, and the kernel caps it), got {backlog!r}")
     return backlog
@@ -127,21 +88,6 @@ def _check_backlog(backlog: int) -> int:
 def _check_handler(handler: Any, signature: str) -> None:
     if handler is not None and not callable(handler):
         raise TypeError(f"handler must be a function {signature}, or None; got {handler!r}")
-
-
-def family_for(host: str) -> socket.AddressFamily:
-    """AF_INET or AF_INET6 for an IP address literal; TypeError for a non-str (ipaddress
-    would take the int 1 as '0.0.0.1'), ValueError naming the host otherwise."""
-    if not isinstance(host, str):
-        raise TypeError(f"host must be an IP str such as '127.0.0.1' or '::1', got {type(host).__name__} {host!r}")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"host must be an IP address such as '127.0.0.1' or '::1', got {host!r}") from None
-    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
-
-
-_family_for = family_for  # older name, kept while helpers modules move to family_for
 
 
 def listening_socket(
@@ -155,8 +101,8 @@ def listening_socket(
     """A non-blocking TCP socket bound to (host, port) and listening; closed again if
     bind() or listen() fails (the rollback socketserver.TCPServer does too). ValueError
     for a host that is not an address of this machine (EADDRNOTAVAIL)."""
-    _check_port(port)
-    _check_backlog(backlog)
+    checks.port("port", port, note=_PORT_ZERO)
+    check_backlog(backlog)
     sock = socket.socket(family_for(host), socket.SOCK_STREAM)
     try:
         if reuse_addr:
@@ -170,6 +116,34 @@ def listening_socket(
         sock.close()
         raise
     return sock
+
+
+def port_holder(host: str = "127.0.0.1") -> socket.socket:
+    """A TCP socket bound with SO_REUSEPORT to `host` port 0 that never listens.
+
+    It keeps the port the kernel chose for server processes that bind it with SO_REUSEPORT
+    too (nobody else can take it: another socket without SO_REUSEPORT, or of another user,
+    gets EADDRINUSE), and as it does not listen it receives no connections (man 7 socket).
+    The caller closes it once the group stops.
+    """
+    sock = socket.socket(loopback_host("host", host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        _bind(sock, host, 0)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def shut_down(conns: list[socket.socket]) -> None:
+    """shutdown(SHUT_RDWR) each connection, so a thread blocked in its recv() gets b"" at once
+    and returns (close() from another thread would not wake it); closed ones are skipped."""
+    for conn in conns:
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        except OSError:  # closed meanwhile, or never connected
+            pass
 
 
 def _bind(sock: socket.socket, host: str, port: int) -> None:
@@ -197,8 +171,7 @@ class _BackgroundServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        with _live_lock:
-            _live.add(self)
+        register(self)
         self._start_thread(self._loop, "loop")
 
     # -- subclasses implement these
@@ -268,8 +241,7 @@ class _BackgroundServer:
             self.sock.close()
             self._wake_r.close()
             self._wake_w.close()
-            with _live_lock:
-                _live.discard(self)
+            unregister(self)
             if stuck:
                 warnings.warn(
                     f"{self.name}: handler threads still running after {timeout_s} s: {stuck}; "
@@ -310,7 +282,13 @@ class _StreamServer(_BackgroundServer):
         self.accept_connections = accept
         self.accepted = 0
         self._conns: set[socket.socket] = set()
+        self._acceptor: SelectorAcceptor | None = None
         super().__init__(sock, name=name)
+
+    @property
+    def paused(self) -> int:
+        """How many times accept() ran out of file descriptors and accepting paused (core.accept)."""
+        return self._acceptor.paused if self._acceptor is not None else 0
 
     def _loop(self) -> None:
         with selectors.DefaultSelector() as sel:
@@ -318,22 +296,16 @@ class _StreamServer(_BackgroundServer):
             if not self.accept_connections:  # a listener nobody accepts from (backlog demos)
                 self._wait_readable(sel)
                 return
-            sel.register(self.sock, selectors.EVENT_READ)
-            while self._wait_readable(sel):
-                try:
-                    conn, _ = self.sock.accept()
-                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    continue
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE):
-                        self.errors.append(exc)  # out of fds: report it, do not spin
-                        return
-                    raise
-                conn.setblocking(True)
-                self.accepted += 1
-                with self._lock:
-                    self._conns.add(conn)
-                self._start_thread(self._serve, f"conn{self.accepted}", conn)
+            self._acceptor = acceptor = SelectorAcceptor(sel, self.sock)
+            while True:
+                if any(key.fileobj is self._wake_r for key, _ in sel.select(acceptor.timeout())):
+                    return  # stop() woke us
+                for conn in acceptor.accept():
+                    conn.setblocking(True)
+                    self.accepted += 1
+                    with self._lock:
+                        self._conns.add(conn)
+                    self._start_thread(self._serve, f"conn{self.accepted}", conn)
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -355,11 +327,7 @@ class _StreamServer(_BackgroundServer):
     def _close_connections(self) -> None:
         with self._lock:
             conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_down(conns)
 
 
 class TCPServer(_StreamServer):
@@ -390,6 +358,35 @@ class TCPServer(_StreamServer):
         super().__init__(sock, handler, accept=accept, name=f"tcp:{self._address[1]}")
 
 
+class LoopServer(_BackgroundServer):
+    """A TCP listener on loopback whose event loop you write, run in a background thread.
+
+    ``loop(listener, wake)`` gets the non-blocking listening socket and a socket that
+    becomes readable when ``stop()`` is called: watch both (with poll(), epoll, ...), and
+    return once `wake` is readable, closing the connections the loop accepted. Its return
+    value goes on ``.results``; what it raises is kept and raised by ``stop()`` as a
+    ServerError. A loop that ignores `wake` cannot be stopped: ``stop()`` then warns and
+    returns, as for a stuck handler.
+    """
+
+    kind = "tcp"
+
+    def __init__(self, loop: ServerLoop, *, host: str = "127.0.0.1", backlog: int = 128):
+        if not callable(loop):
+            raise TypeError(f"loop must be a function taking (listener, wake), got {loop!r}")
+        loopback_host("host", host)  # course servers never listen on the network
+        sock = listening_socket(host, 0, backlog=backlog)
+        self._address = sock.getsockname()[:2]
+        self._serve_loop = loop
+        super().__init__(sock, name=f"loop:{self._address[1]}")
+
+    def _loop(self) -> None:
+        try:
+            self.results.put(self._serve_loop(self.sock, self._wake_r))
+        except BaseException as exc:  # noqa: BLE001 - handed back to stop(), never lost
+            self.errors.append(exc)
+
+
 class UnixStreamServer(_StreamServer):
     """A Unix-domain stream server; `path` is a filesystem path or, starting with a NUL
     byte (b"\\0name" or "\\0name"), an abstract name. Default: a fresh path in a temp dir,
@@ -399,7 +396,7 @@ class UnixStreamServer(_StreamServer):
 
     def __init__(self, handler: StreamHandler | None = None, *, path: str | bytes | None = None, backlog: int = 128):
         _check_handler(handler, "taking a socket")
-        _check_backlog(backlog)
+        check_backlog(backlog)
         if path is not None and not isinstance(path, (str, bytes)):
             raise TypeError(f"path must be a str or bytes socket path (or None for a fresh one), got {path!r}")
         if path is not None and not path:
@@ -439,7 +436,7 @@ class UDPServer(_BackgroundServer):
     kind = "udp"
 
     def __init__(self, handler: DatagramHandler | None = None, *, host: str = "127.0.0.1", port: int = 0):
-        _check_port(port)
+        checks.port("port", port, note=_PORT_ZERO)
         _check_handler(handler, "(data, addr) -> bytes | None")
         self.handler = handler
         sock = socket.socket(loopback_host("host", host), socket.SOCK_DGRAM)
@@ -480,8 +477,9 @@ class ProcessServer:
     the peer. `behaviour` names a handler in behaviours.STREAM_BEHAVIOURS ('echo',
     'discard', 'pong', 'hold').
 
-    The child binds 127.0.0.1 port 0 and reports the port on its stdout; its stderr is
-    kept in a file and shown if it fails.
+    The child (``core.spawn``: ``python -I``, in this process's group) runs a TCPServer on
+    127.0.0.1 port 0 and reports the address in its handshake; it exits when we close its
+    stdin. Its stderr is kept and shown if it fails.
     """
 
     kind = "process"
@@ -493,36 +491,14 @@ class ProcessServer:
         self.behaviour = behaviour
         self.name = f"process:{behaviour}"
         self._stopped = False
-        self._stderr = tempfile.TemporaryFile()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "helpers.servers", behaviour],
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        with _live_lock:
-            _live.add(self)
-        try:
-            self._address = self._read_address(start_timeout_s)
-        except BaseException:
-            self.stop(raise_errors=False)
-            raise
-        self.name = f"process:{behaviour}:{self._address[1]}"
-
-    def _read_address(self, timeout_s: float) -> tuple[str, int]:
-        assert self.process.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.process.stdout, selectors.EVENT_READ)
-            if not sel.select(timeout_s):
-                raise TimeoutError(f"{self.name}: child did not report its address within {timeout_s} s")
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name}: child exited with code {self.process.wait()}: {self.stderr_tail()}")
-        host, port = json.loads(line)["address"]
-        return (host, port)
+        # In our process group: a paused child cannot see end of file, so only a group kill (a
+        # restart of the notebook's kernel) would end it if it is paused when we die.
+        self._child = spawn.Child("helpers.servers:process_server_child", {"behaviour": behaviour},
+                                  name=self.name, start_timeout_s=start_timeout_s, own_group=False)
+        host, port = self._child.hello["address"]
+        self._address = (host, port)
+        self.name = f"process:{behaviour}:{port}"
+        register(self)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -530,23 +506,23 @@ class ProcessServer:
         return self._address
 
     @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The child's Popen object."""
+        return self._child.process
+
+    @property
     def pid(self) -> int:
         """The child's process id (what `kill` and /proc/PID want)."""
-        return self.process.pid
+        return self._child.pid
 
     @property
     def running(self) -> bool:
         """True while the child process exists (paused counts as running)."""
-        return self.process.poll() is None
+        return self._child.running
 
     def stderr_tail(self, limit: int = 2000) -> str:
         """The last `limit` characters the child wrote to stderr ('' once stopped)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ValueError(f"limit must be an int >= 0 (characters), got {limit!r}")
-        if self._stderr.closed or limit == 0:
-            return ""
-        self._stderr.seek(0)
-        return self._stderr.read().decode(errors="replace")[-limit:]
+        return self._child.stderr_tail(limit)
 
     def pause(self, timeout_s: float = 2.0) -> None:
         """Freeze the child (SIGSTOP): its kernel still answers TCP, the program does not.
@@ -555,55 +531,55 @@ class ProcessServer:
         RuntimeError if the child has exited (killed, or the server stopped).
         """
         self._check_alive("pause", timeout_s)
-        self.process.send_signal(signal.SIGSTOP)
-        self._wait_for_state(lambda state: state in "tT", "stopped", timeout_s)
+        self._child.signal(signal.SIGSTOP)
+        self._wait_for_process_state(lambda state: state in "tT", "stopped", timeout_s, every_thread=True)
 
     def resume(self, timeout_s: float = 2.0) -> None:
         """Unfreeze the child (SIGCONT) and wait until it runs again; RuntimeError if it exited."""
         self._check_alive("resume", timeout_s)
-        self.process.send_signal(signal.SIGCONT)
-        self._wait_for_state(lambda state: state not in "tT", "running", timeout_s)
+        self._child.signal(signal.SIGCONT)
+        self._wait_for_process_state(lambda state: state not in "tT", "running", timeout_s)
 
     def _check_alive(self, action: str, timeout_s: float) -> None:
         checks.seconds("timeout_s", timeout_s, high=60)
-        if self.process.poll() is not None:
-            raise RuntimeError(f"cannot {action} {self.name}: its child exited with code {self.process.returncode}; "
-                               "start a new ProcessServer")
+        if not self._child.running:
+            raise RuntimeError(f"cannot {action} {self.name}: its child exited with code "
+                               f"{self._child.process.returncode}; start a new ProcessServer")
 
-    def _wait_for_state(self, ok: Callable[[str], bool], what: str, timeout_s: float) -> None:
+    def _wait_for_process_state(self, ok: Callable[[str], bool], what: str, timeout_s: float, *,
+                                every_thread: bool = False) -> None:
+        """Wait until the child's state letter satisfies `ok`; with `every_thread`, the state of
+        each of its threads (a group stop reaches the threads one by one: the main thread may
+        show T while the thread serving a connection still runs, and reads one more message)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if ok(proc_stat(f"/proc/{self.pid}/stat")[0]):  # the state letter
+            try:
+                if every_thread:
+                    tasks = os.listdir(f"/proc/{self.pid}/task")
+                    states = [proc_stat(f"/proc/{self.pid}/task/{tid}/stat")[0] for tid in tasks]
+                else:
+                    states = [proc_stat(f"/proc/{self.pid}/stat")[0]]
+            except OSError:  # a thread ended while we read: look again
+                states = []
+            if states and all(ok(state) for state in states):
                 return
             time.sleep(0.001)
         raise TimeoutError(f"{self.name}: child pid {self.pid} was not {what} after {timeout_s} s")
 
     def kill(self) -> int:
         """Kill the child at once (SIGKILL): its kernel closes its sockets. Returns the exit code."""
-        if self.process.poll() is None:
-            self.process.kill()
-        return self.process.wait()
+        return self._child.kill()
 
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
-        """Resume if paused, ask the child to exit (SIGTERM), kill it if it does not."""
+        """Resume if paused, close the child's stdin (it exits), SIGTERM then SIGKILL it if it
+        does not; reap it. Safe to call twice."""
         del raise_errors  # the child's failures are reported by stderr_tail()
         timeout_s = checks.seconds("timeout_s", timeout_s, zero_ok=True)
         if self._stopped:
             return
         self._stopped = True
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._stderr.close()
-        with _live_lock:
-            _live.discard(self)
+        self._child.stop(min(timeout_s, spawn.MAX_WAIT_S))
+        unregister(self)
 
     def __enter__(self) -> ProcessServer:
         return self
@@ -615,15 +591,10 @@ class ProcessServer:
         return f"<ProcessServer {self.name} pid={self.pid} {'running' if self.running else 'stopped'}>"
 
 
-def _child_main(behaviour: str) -> None:
-    """Entry point of ProcessServer's child: serve `behaviour` until SIGTERM."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with TCPServer(STREAM_BEHAVIOURS[behaviour]) as server:
-        print(json.dumps({"address": list(server.address)}), flush=True)
-        stop.wait()
+def process_server_child(config: dict[str, Any]) -> None:
+    """ProcessServer's child (run by core.spawn): serve the behaviour until stdin closes."""
+    with TCPServer(STREAM_BEHAVIOURS[config["behaviour"]]) as server:
+        spawn.ready(address=list(server.address))
+        for _ in spawn.commands():  # no commands: end of file means stop
+            pass
         server.stop(raise_errors=False)
-
-
-if __name__ == "__main__":
-    _child_main(sys.argv[1])

@@ -15,24 +15,38 @@ While it lives, it keeps its local port and its 4-tuple:
 * connect() from a port the program bound itself may take over the TIME_WAIT 4-tuple when
   TCP timestamps make it safe (``tcp_twsk_unique()`` in ``net/ipv4/tcp_ipv4.c``).
 
-The notebook writes the socket calls out; this module only watches /proc and does the
-arithmetic. It never writes a sysctl.
+A lesson runs a client out of ports for real by narrowing the range connect() picks from,
+in one of two ways (``run_in_port_window()``): the per-socket option IP_LOCAL_PORT_RANGE
+(Linux >= 6.3, any user), or, on older kernels, a private network namespace
+(``helpers.netns``), because ``net.ipv4.ip_local_port_range`` belongs to a network namespace
+and the namespace's owner may set it there. The experiment is a function written in the
+notebook; here it gets a listener and the window, in this process or in the namespace.
+
+The notebook writes the socket calls out; this module watches /proc, runs the experiment
+in its window and does the arithmetic. It never writes a sysctl of this machine (only of
+a private namespace it created).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import socket
 import struct
+import textwrap
 import time
-from collections.abc import Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from . import checks
+from . import netns
+from .core import checks, recordings
+from .core.features import IP_LOCAL_PORT_RANGE, PORT_RANGE_KERNEL, kernel_version, port_range_option, require_linux
+from .core.proc import ephemeral_port_range, sysctl
 from .diagrams import SequenceDiagram
-from .features import kernel_version, require_linux
-from .observe import SocketEntry, SocketTable, TcpState, _check_addr, socket_table
+from .observe import SocketEntry, SocketTable, TcpState, socket_table, wait_for_row
+from .placement import idlest_cpus, pinned
 
 __all__ = [
     "TIME_WAIT_S",
@@ -43,15 +57,21 @@ __all__ = [
     "wait_for_state",
     "wait_gone",
     "wait_for_count",
+    "close_in_order",
     "has_port_range_option",
     "pack_port_range",
     "unpack_port_range",
     "read_sysctl",
-    "local_port_range",
     "tw_reuse",
     "tw_reuse_delay_ms",
     "free_port_window",
     "window_starts",
+    "WINDOW_WAYS",
+    "WindowRun",
+    "port_window_way",
+    "run_in_port_window",
+    "save_window_runs",
+    "load_window_runs",
     "ports_held",
     "exhaustion_time_s",
     "close_diagram",
@@ -61,14 +81,7 @@ __all__ = [
 #: TCP_TIMEWAIT_LEN in include/net/tcp.h: how long Linux keeps a socket in TIME_WAIT (s).
 TIME_WAIT_S = 60
 
-#: The per-socket port range option (<linux/in.h>, Linux 6.3); Python may lack the name.
-IP_LOCAL_PORT_RANGE: int = getattr(socket, "IP_LOCAL_PORT_RANGE", 51)
-
-#: The first kernel with IP_LOCAL_PORT_RANGE ("inet: Add IP_LOCAL_PORT_RANGE socket option").
-PORT_RANGE_KERNEL = (6, 3)
-
-_SYSCTL = Path("/proc/sys/net/ipv4")
-_POLL_S = 0.005  # how often wait_for_state() re-reads /proc/net/tcp (s)
+_POLL_S = 0.005  # how often wait_gone() and wait_for_count() re-read the table (s)
 
 Address = tuple[str, int]
 
@@ -88,27 +101,15 @@ def connection_rows(a: Address, b: Address) -> SocketTable:
 
 
 def wait_for_state(local: Address, remote: Address, state: str | TcpState, *, timeout_s: float = 2.0) -> SocketEntry:
-    """Wait until the socket with this 4-tuple shows `state` in /proc/net/tcp; return its row.
+    """Wait until the socket with this 4-tuple shows `state` in the kernel's table; return its row.
 
     Closing is asynchronous (the FIN and its ACK cross the loopback in softirq context), so a
-    lesson that just called close() waits here rather than sleeping a guessed time.
-    Raises TimeoutError naming the rows actually seen, and ValueError for a bad timeout.
+    lesson that just called close() waits here rather than sleeping a guessed time
+    (``observe.wait_for_row`` does the waiting). Raises TimeoutError naming the rows actually
+    seen, and ValueError for a bad state or timeout (at most 60 s: TIME_WAIT's length).
     """
-    require_linux("the socket table (/proc/net/tcp)")
-    want = TcpState.parse(state)
-    timeout_s = checks.seconds("timeout_s", timeout_s, high=60)
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = socket_table(local=local, remote=remote)
-        for row in rows:
-            if row.state is want:
-                return row
-        if time.monotonic() >= deadline:
-            seen = ", ".join(rows.states()) or "no socket at all"
-            raise TimeoutError(
-                f"{local} -> {remote} did not reach {want.name} within {timeout_s} s; the table shows: {seen}"
-            )
-        time.sleep(_POLL_S)
+    return wait_for_row(local, remote, TcpState.parse(state), timeout_s=checks.seconds("timeout_s", timeout_s,
+                                                                                       high=60))
 
 
 def wait_gone(local: Address, remote: Address, *, timeout_s: float = 2.0) -> SocketTable:
@@ -143,7 +144,8 @@ def wait_for_count(
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be a positive number of sockets, got {count!r}")
     timeout_s = checks.seconds("timeout_s", timeout_s, high=120)
-    _check_addr("remote", remote)
+    if remote is not None:
+        checks.ip_port("remote", remote)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = socket_table(remote=remote)
@@ -158,12 +160,58 @@ def wait_for_count(
         time.sleep(_POLL_S)
 
 
+def close_in_order(
+    first: str, *, listener: socket.socket | None = None, client_port: int = 0, linger_zero: bool = False
+) -> tuple[Address, Address]:
+    """One connection on 127.0.0.1 closed with `first` ("client" or "server") closing first;
+    return (client address, server address) once the close is over.
+
+    The connection goes to `listener` (a listening socket on 127.0.0.1, left open) or to a
+    new one. The client binds `client_port` first, with SO_REUSEADDR (0: the kernel picks).
+    Normally the first closer is left in TIME_WAIT, and this waits until it is. With
+    `linger_zero`, `first` closes with SO_LINGER {on, 0}: a RST instead of a FIN, and nobody
+    waits (this waits until both rows are gone). ValueError for an unknown `first`.
+    """
+    if first not in ("client", "server"):
+        raise ValueError(f"first must be 'client' or 'server', got {first!r}")
+    client_port = checks.port("client_port", client_port)
+    own = listener is None
+    if listener is None:
+        listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            client.bind(("127.0.0.1", client_port))
+            client.connect(listener.getsockname())
+            conn, _ = listener.accept()
+            with conn:
+                ends = {"client": client, "server": conn}
+                addr = {name: s.getsockname()[:2] for name, s in ends.items()}
+                other = "server" if first == "client" else "client"
+                if linger_zero:
+                    ends[first].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                ends[first].close()
+                if not linger_zero:
+                    ends[other].recv(1)  # b"": the FIN arrived
+                ends[other].close()
+    finally:
+        if own:
+            listener.close()
+    if linger_zero:
+        wait_gone(addr[first], addr[other])
+        wait_gone(addr[other], addr[first])
+    else:
+        wait_for_state(addr[first], addr[other], "TIME_WAIT")
+    return addr["client"], addr["server"]
+
+
 # --------------------------------------------------------------------------- IP_LOCAL_PORT_RANGE
 
 
 def has_port_range_option() -> bool:
-    """True if this kernel knows IP_LOCAL_PORT_RANGE (Linux >= 6.3)."""
-    return kernel_version() >= PORT_RANGE_KERNEL
+    """True if this kernel knows IP_LOCAL_PORT_RANGE (Linux >= 6.3): the probe
+    ``helpers.core.features.port_range_option()``, which a test may switch off."""
+    return port_range_option().available
 
 
 def pack_port_range(lo: int, hi: int) -> bytes:
@@ -180,9 +228,8 @@ def pack_port_range(lo: int, hi: int) -> bytes:
 
 
 def _check_ports(lo: int, hi: int, prefix: str = "") -> None:
-    for name, port in (("lo", lo), ("hi", hi)):
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"{prefix}{name} must be a port number 0-65535, got {port!r}")
+    checks.port(f"{prefix}lo", lo)
+    checks.port(f"{prefix}hi", hi)
 
 
 def unpack_port_range(raw: bytes) -> tuple[int, int]:
@@ -202,19 +249,9 @@ def unpack_port_range(raw: bytes) -> tuple[int, int]:
 def read_sysctl(name: str) -> str:
     """Read /proc/sys/net/ipv4/<name> (never written here). FileNotFoundError names the kernel gap."""
     require_linux(f"net.ipv4.{name}")
-    if not isinstance(name, str) or not name or "/" in name or "\0" in name or name.startswith("."):
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name or "." in name:
         raise ValueError(f"a net.ipv4 sysctl name such as 'tcp_tw_reuse', got {name!r}")
-    path = _SYSCTL / name
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} does not exist: this kernel has no net.ipv4.{name}") from None
-
-
-def local_port_range() -> tuple[int, int]:
-    """net.ipv4.ip_local_port_range: the (first, last) port connect() and bind(0) choose from."""
-    lo, hi = (int(x) for x in read_sysctl("ip_local_port_range").split())
-    return lo, hi
+    return sysctl(f"net.ipv4.{name}")
 
 
 def tw_reuse() -> int:
@@ -266,8 +303,8 @@ def free_port_window(
     _check_size(size, 1000)
     if within is not None and not (isinstance(within, tuple) and len(within) == 2):
         raise TypeError(f"within must be a (lo, hi) tuple of ports such as (40000, 40999), got {within!r}")
-    toward = _check_addr("toward", toward)
-    lo, hi = within if within is not None else local_port_range()
+    toward = None if toward is None else checks.ip_port("toward", toward)
+    lo, hi = within if within is not None else ephemeral_port_range()
     _check_ports(lo, hi, "within: ")
     if hi - lo + 1 < size:
         raise ValueError(f"the range {lo}-{hi} holds fewer than {size} ports")
@@ -291,6 +328,182 @@ def free_port_window(
 def _check_size(size: int, most: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= most:
         raise ValueError(f"size must be 1-{most} ports, got {size!r}")
+
+
+# --------------------------------------------------------------------------- running out of ports for real
+
+#: How run_in_port_window() narrows the ports connect() may pick from.
+WINDOW_WAYS = ("socket option", "namespace")
+
+#: The sysctls a WindowRun reports, read where the experiment ran (each namespace has its own).
+WINDOW_SYSCTLS = ("ip_local_port_range", "tcp_tw_reuse", "tcp_tw_reuse_delay", "tcp_rfc1337", "tcp_timestamps")
+
+_NAMESPACE_WINDOW_LO = 40000  # the window's first port inside a private namespace (all ports are free there)
+
+
+@dataclass(frozen=True)
+class WindowRun:
+    """What an experiment returned, run with connect() limited to the ports `window` (lo, hi).
+
+    ``way`` is "socket option" (IP_LOCAL_PORT_RANGE on each socket, in this process) or
+    "namespace" (a private network namespace whose ip_local_port_range is the window);
+    ``sysctls`` holds the net.ipv4 settings where it ran, as text (None if absent);
+    ``source`` says "live, ..." or, for a run loaded by load_window_runs(), where and when it
+    was recorded. Never assert on a run whose ``live`` is False.
+    """
+
+    way: str
+    window: tuple[int, int]
+    result: Any
+    sysctls: dict[str, str | None] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def live(self) -> bool:
+        """False for a run recorded earlier (load_window_runs)."""
+        return self.source.startswith("live")
+
+
+def port_window_way() -> tuple[str | None, str]:
+    """(way, why): how run_in_port_window() narrows the port range here, or (None, why not)."""
+    option = port_range_option()
+    if option.available:
+        return "socket option", option.detail
+    status = netns.support()
+    if status.available:
+        return "namespace", f"{option.detail}, so a private network namespace gets its own ip_local_port_range"
+    return None, f"{option.detail}, and no private namespace is allowed here: {status.reason}"
+
+
+def _read_window_sysctls() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in WINDOW_SYSCTLS:
+        try:
+            out[name] = " ".join(sysctl(f"net.ipv4.{name}").split())
+        except FileNotFoundError:
+            out[name] = None
+    return out
+
+
+# Runs in the namespace's child, after the experiment's own source: make the listener first
+# (its port comes from the full range, so it is never inside the window), then narrow the
+# namespace's range to the window, then call the experiment with no per-socket option.
+_NAMESPACE_MAIN = """
+
+def main(entry, size, window_lo, sysctls, kwargs):
+    import os, socket
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one CPU (run_in_port_window)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        lo = window_lo if not window_lo <= server.getsockname()[1] < window_lo + size else window_lo + 2 * size
+        with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+            f.write(f"{lo} {lo + size - 1}")
+        result = globals()[entry](server, None, **kwargs)
+    read = {}
+    for name in sysctls:
+        try:
+            with open(f"/proc/sys/net/ipv4/{name}") as f:
+                read[name] = " ".join(f.read().split())
+        except FileNotFoundError:
+            read[name] = None
+    return {"window": [lo, lo + size - 1], "result": result, "sysctls": read}
+"""
+
+
+def _function_source(fn: Callable[..., Any]) -> str:
+    if not inspect.isfunction(fn) or fn.__name__ == "<lambda>":
+        raise TypeError(f"the experiment must be a function defined with def, got {fn!r}")
+    try:
+        return textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as exc:
+        raise TypeError(f"cannot read the source of {fn.__name__}(); define it in a file or a notebook cell") from exc
+
+
+def run_in_port_window(
+    experiment: Callable[..., Any],
+    *,
+    size: int,
+    uses: Iterable[Callable[..., Any]] = (),
+    way: str | None = None,
+    timeout_s: float = 20.0,
+    **kwargs: Any,
+) -> WindowRun:
+    """Call ``experiment(server, port_range, **kwargs)`` with connect() limited to `size` ports.
+
+    `server` is a listening TCP socket on 127.0.0.1 (outside the window); `port_range` is the
+    IP_LOCAL_PORT_RANGE value to set on each client socket, or None when the whole network
+    namespace is already narrowed to the window. `way` is one of WINDOW_WAYS, or None for
+    what this kernel allows (``port_window_way()``). In a namespace the experiment runs in a
+    child process: it and the functions in `uses` (which it calls) are sent as source, so
+    they import what they need; `kwargs` and the result must be JSON data. The experiment
+    runs on one CPU (its close handshakes then arrive in order: see the lesson).
+
+    ValueError for a size outside 1-1000 or an unknown way; RuntimeError (from
+    free_port_window) when this namespace has no free window; NamespaceUnavailable where
+    the namespace way is impossible; NamespaceError if the experiment raised in the child.
+    """
+    _check_size(size, 1000)
+    if way is None:
+        way, why = port_window_way()
+        if way is None:
+            raise netns.NamespaceUnavailable(why)
+    if way not in WINDOW_WAYS:
+        raise ValueError(f"way must be one of {WINDOW_WAYS}, got {way!r}")
+    if not callable(experiment):
+        raise TypeError(f"the experiment must be a function, got {experiment!r}")
+    if way == "socket option":
+        if not has_port_range_option():
+            raise ValueError(f"way 'socket option' needs IP_LOCAL_PORT_RANGE (Linux 6.3), not Linux "
+                             f"{kernel_version()[0]}.{kernel_version()[1]}; use way='namespace'")
+        with pinned(idlest_cpus()[0]), socket.create_server(("127.0.0.1", 0)) as server:
+            lo, hi = free_port_window(size, toward=server.getsockname())  # the listener's port is in use: never inside
+            result = experiment(server, pack_port_range(lo, hi), **kwargs)
+        return WindowRun(way, (lo, hi), result, _read_window_sysctls(), "live, IP_LOCAL_PORT_RANGE on each socket")
+    sources = [_function_source(fn) for fn in (*uses, experiment)]
+    # Annotations stay text: the child has not imported what they name (socket.socket, ...).
+    source = "from __future__ import annotations\n\n" + "\n\n".join(sources) + _NAMESPACE_MAIN
+    answer = netns.run_in_netns(source, timeout_s=timeout_s, entry=experiment.__name__, size=size,
+                                window_lo=_NAMESPACE_WINDOW_LO, sysctls=list(WINDOW_SYSCTLS), kwargs=kwargs)
+    lo, hi = answer["window"]
+    return WindowRun(way, (lo, hi), answer["result"], answer["sysctls"], "live, in a private network namespace")
+
+
+_RUN_KEYS = {"way", "window", "result", "sysctls"}
+
+
+def save_window_runs(runs: Mapping[str, Any], path: str, where: str) -> None:
+    """Store live WindowRuns (a dict whose values are runs or dicts of runs) as JSON, labelled
+    with `where`, the kernel and the time, for load_window_runs() where no live run is possible.
+    TypeError for anything else or an empty `where`; ValueError for a recorded run."""
+    recordings.check_where(where)
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, WindowRun):
+            if not value.live:
+                raise ValueError("a recorded run cannot be recorded again; record a live one")
+            return {"way": value.way, "window": list(value.window), "result": value.result, "sysctls": value.sysctls}
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        raise TypeError(f"save_window_runs() stores WindowRuns (or dicts of them), got {type(value).__name__}")
+
+    stored = plain(runs)  # every check before the file is touched
+    recordings.write(path, {"recorded": recordings.label(where, by="helpers.timewait"), "runs": stored})
+
+
+def load_window_runs(path: str) -> dict[str, Any]:
+    """The runs save_window_runs() stored, each a WindowRun whose ``source`` names the recording.
+    ValueError naming the file for one that is not such a recording."""
+    def build(label: str, data: dict[str, Any]) -> dict[str, Any]:
+        def back(value: Any) -> Any:
+            if isinstance(value, dict) and set(value) == _RUN_KEYS:
+                return WindowRun(value["way"], tuple(value["window"]), value["result"], value["sysctls"],
+                                 f"RECORDED earlier: {label}")
+            if isinstance(value, dict):
+                return {k: back(v) for k, v in value.items()}
+            raise ValueError(f"unexpected {type(value).__name__} among the runs")
+
+        return back(data["runs"])
+
+    return recordings.read(path, "save_window_runs()", build)  # also from an edition's folder (notebooks/zh-CN/)
 
 
 # --------------------------------------------------------------------------- arithmetic

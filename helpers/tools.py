@@ -13,12 +13,18 @@ over kernel interfaces a Python process can read itself:
   /proc/net/dev; an interface's flags, MTU and primary IPv4 address come from the
   ioctls of man 7 netdevice (SIOCGIFFLAGS, SIOCGIFMTU, SIOCGIFADDR), which need no
   privilege. IPv6 addresses are in /proc/net/if_inet6 (read by ``helpers.addresses``).
+* The real tools themselves, where installed: ``run_tool()`` runs one (bounded by a timeout)
+  and says plainly when it is missing; ``run_tool_during()`` keeps one running (tcpdump)
+  while the caller makes some traffic; ``NstatIncrements`` gives ``nstat`` a history file of
+  its own, so its "increments since last time" cover exactly one experiment.
 * ``ping`` sends ICMP echo requests (RFC 792). An unprivileged process may open
   ``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`` only if its group is inside the sysctl
   ``net.ipv4.ping_group_range`` (man 7 icmp); root does not bypass that check. A raw ICMP
   socket (SOCK_RAW) needs CAP_NET_RAW instead: that is how ``ping`` works as root or as a
   binary installed with the capability. ``ping()`` tries the datagram socket first, then
-  the raw one, and otherwise raises PingUnavailable saying which rule stopped it.
+  the raw one, and otherwise raises PingUnavailable saying which rule stopped it. Where it
+  does, a lesson shows a run of ``ping()`` recorded earlier (``save_recording()``,
+  ``load_recording()``), labelled with where, when and the kernel.
 
 Building and parsing the ICMP bytes is sans-IO, in ``helpers.packets``.
 """
@@ -30,19 +36,21 @@ import ipaddress
 import os
 import re
 import select
-import shutil
+import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import checks
-from .addresses import _parse_if_inet6
-from .features import require_linux
-from .observe import Address, TcpState, _check_pid, open_fds, socket_table
+from .addresses import parse_if_inet6
+from .core import checks, recordings
+from .core.features import find_program, require_linux, switched_off, why_missing
+from .observe import Address, TcpState, open_fds, socket_table
 from .packets import build_icmp_echo, parse_icmp, parse_ipv4
 from .udp_ports import udp_table
 from .unix import UnixState, unix_table
@@ -55,6 +63,11 @@ __all__ = [
     "SsRow",
     "parse_ss",
     "run_ss",
+    "find_tool",
+    "ToolRun",
+    "run_tool",
+    "run_tool_during",
+    "NstatIncrements",
     "IfCounters",
     "parse_proc_net_dev",
     "interface_counters",
@@ -66,6 +79,8 @@ __all__ = [
     "open_icmp_socket",
     "PingResult",
     "ping",
+    "save_recording",
+    "load_recording",
 ]
 
 PROC_NET = Path("/proc/net")
@@ -132,7 +147,7 @@ def lsof(pid: int | str = "self", *, fds: Iterable[int] | None = None, sockets_o
     PermissionError (as lsof shows nothing for it without root). ValueError for a pid that
     is not a positive int or 'self', or `fds` that is not a collection of fd numbers.
     """
-    _check_pid(pid)
+    checks.pid(pid)
     wanted = None if fds is None else _check_fds(fds)
     tcp = {e.inode: e for e in socket_table()}
     udp = _udp_sockets()
@@ -243,21 +258,178 @@ def run_ss(*args: str, timeout_s: float = 5.0) -> str | None:
     """Run ``ss`` (iproute2) with `args` (default ``-tan``) and return its output, or None
     if ss is not installed. Raises RuntimeError with ss's message if it fails, TimeoutError
     after `timeout_s` seconds (ss is killed), TypeError for an argument that is not a str."""
-    timeout_s = checks.seconds("timeout_s", timeout_s, high=60)
     if not all(isinstance(a, str) for a in args):
         raise TypeError(f"ss arguments must be str, such as run_ss('-tan'), got {args!r}")
-    candidates = ("/usr/bin/ss", "/usr/sbin/ss", "/sbin/ss")  # PATH may lack sbin for a normal user
-    exe = shutil.which("ss") or next((p for p in candidates if os.path.exists(p)), None)
-    if exe is None:
+    run = run_tool("ss", *(args or ("-tan",)), timeout_s=timeout_s)
+    if not run.found:
         return None
+    if run.returncode != 0:
+        raise RuntimeError(f"ss {' '.join(args)} failed ({run.returncode}): {run.stderr.strip()}")
+    return run.stdout
+
+
+# --------------------------------------------------------------------------- the real tools
+
+def find_tool(name: str) -> str | None:
+    """The path of program `name` (on PATH, or in /usr/sbin or /sbin), or None if it is not
+    installed: the probe ``helpers.core.features.find_program()``, which the doctor asks too."""
+    return find_program(name)
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    """One run of a real tool: the command line, whether the tool exists here, what it printed."""
+
+    command: str
+    found: bool
+    returncode: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True if the tool exists and exited with 0."""
+        return self.found and self.returncode == 0
+
+    def lines(self, *needles: str, header: int = 1) -> list[str]:
+        """The first `header` lines of the output, then every later line containing one of `needles`."""
+        out = self.stdout.splitlines()
+        return out[:header] + [line for line in out[header:] if any(n in line for n in needles)]
+
+    def show(self, *needles: str, header: int = 1) -> str:
+        """The command and its (filtered) output, or why there is none, as a terminal shows it."""
+        if not self.found:  # stderr then says why: not installed, or a test switched the probe off
+            return f"$ {self.command}\n({self.command.split()[0]} is {self.stderr or 'not installed here'})"
+        body = self.lines(*needles, header=header) if needles else self.stdout.splitlines()
+        text = "\n".join([f"$ {self.command}", *body])
+        if self.stderr.strip():
+            text += "\n" + "\n".join(f"[stderr] {line}" for line in self.stderr.strip().splitlines()[-4:])
+        if self.returncode:
+            text += f"\n[exit status {self.returncode}]"
+        return text
+
+
+def _missing_here(name: str) -> str:
+    why = why_missing(name)
+    return "not installed here" if why == "not installed" else why
+
+
+def _command(name: str, args: tuple[str, ...]) -> str:
+    return " ".join([name, *(a if a and " " not in a else repr(a) for a in args)])
+
+
+def _check_args(name: str, args: tuple[str, ...]) -> None:
+    if not all(isinstance(a, str) for a in args):
+        raise TypeError(f"{name} arguments must be str, such as run_tool('ss', '-tan'), got {args!r}")
+
+
+def run_tool(name: str, *args: str, timeout_s: float = 5.0, env: dict[str, str] | None = None) -> ToolRun:
+    """Run program `name` with `args` and return what it did (``found`` False if it is not
+    installed). The tool is killed after `timeout_s` seconds (TimeoutError). `env` adds
+    variables to the environment. ValueError for a bad name or timeout, TypeError for an
+    argument that is not a str."""
+    timeout_s = checks.seconds("timeout_s", timeout_s, high=60)
+    _check_args(name, args)
+    exe = find_tool(name)
+    if exe is None:
+        return ToolRun(_command(name, args), False, stderr=_missing_here(name))
     try:
-        done = subprocess.run([exe, *(args or ("-tan",))], capture_output=True, text=True, timeout=timeout_s,
-                              check=False)
-    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped ss
-        raise TimeoutError(f"ss {' '.join(args)} did not finish within {timeout_s} s") from None
-    if done.returncode != 0:
-        raise RuntimeError(f"ss {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-    return done.stdout
+        done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout_s, check=False,
+                              env={**os.environ, **(env or {})}, errors="replace")
+    except subprocess.TimeoutExpired:  # subprocess.run has killed and reaped it
+        raise TimeoutError(f"{_command(name, args)} did not finish within {timeout_s} s") from None
+    return ToolRun(_command(name, args), True, done.returncode, done.stdout, done.stderr)
+
+
+def run_tool_during(name: str, *args: str, action: Callable[[], Any], ready: str, quiet_s: float = 0.3,
+                    timeout_s: float = 5.0) -> tuple[ToolRun, Any]:
+    """Start program `name` (e.g. tcpdump), wait until its stderr says `ready` (e.g.
+    "listening on"), call ``action()``, then let the tool run until its output has been quiet
+    for `quiet_s` and stop it with SIGINT (as Ctrl-C would). Returns (ToolRun, what action
+    returned). If the tool is missing, or exits before it is ready (no permission, say),
+    ``action`` is not called and the result is None. Nothing is left running: the tool is
+    killed after `timeout_s` at the latest. ValueError/TypeError for bad arguments."""
+    timeout_s = checks.seconds("timeout_s", timeout_s, high=60)
+    quiet_s = checks.seconds("quiet_s", quiet_s, high=10)
+    _check_args(name, args)
+    if not callable(action) or not isinstance(ready, str) or not ready:
+        raise TypeError(f"action must be a function and ready a non-empty str, got {action!r}, {ready!r}")
+    exe = find_tool(name)
+    if exe is None:
+        return ToolRun(_command(name, args), False, stderr=_missing_here(name)), None
+    proc = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err, result = bytearray(), bytearray(), None
+    deadline = time.monotonic() + timeout_s
+
+    def read_for(seconds: float) -> bool:
+        """Read what arrives for `seconds` (until the deadline); True if anything did."""
+        got, until = False, min(deadline, time.monotonic() + seconds)
+        while (left := until - time.monotonic()) > 0:
+            ready_fds, _, _ = select.select([proc.stdout, proc.stderr], [], [], left)
+            for f in ready_fds:
+                chunk = os.read(f.fileno(), 65536)
+                (out if f is proc.stdout else err).extend(chunk)
+                got = got or bool(chunk)
+            if not ready_fds or proc.poll() is not None:
+                break
+        return got
+
+    try:
+        while ready.encode() not in err and proc.poll() is None and time.monotonic() < deadline:
+            read_for(0.05)
+        if ready.encode() in err and proc.poll() is None:
+            result = action()
+            while proc.poll() is None and time.monotonic() < deadline and read_for(quiet_s):
+                pass
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        rest_out, rest_err = proc.communicate(timeout=max(0.5, deadline - time.monotonic()))
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    run = ToolRun(_command(name, args), True, proc.returncode, (out + rest_out).decode(errors="replace"),
+                  (err + rest_err).decode(errors="replace"))
+    return run, result
+
+
+class NstatIncrements:
+    """``nstat`` around an experiment, with a history file of its own (NSTAT_HISTORY).
+
+    nstat prints how much each counter grew since its last run, which it remembers in a
+    history file shared by every nstat the user runs. With a file of our own, entering the
+    block records a start (``nstat -n``) and leaving it asks for the increments since then:
+    ``.values`` maps 'TcpActiveOpens' and the like to increments ({} if nstat is missing,
+    ``.run`` says what happened). The history file is removed at the end.
+    """
+
+    def __init__(self, *names: str):
+        _check_args("nstat", names)
+        self.names = names
+        self.values: dict[str, int] = {}
+        self.run: ToolRun | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __enter__(self) -> NstatIncrements:
+        self._dir = tempfile.TemporaryDirectory(prefix="course-nstat-")
+        self._env = {"NSTAT_HISTORY": os.path.join(self._dir.name, "history")}
+        first = run_tool("nstat", "-n", env=self._env)
+        if not first.ok:
+            self.run = first
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.run is None:
+                self.run = run_tool("nstat", "-z", *self.names, env=self._env)
+                for line in self.run.stdout.splitlines():
+                    cols = line.split()
+                    if len(cols) >= 2 and not line.startswith("#") and cols[1].isdigit():
+                        self.values[cols[0]] = int(cols[1])
+        finally:
+            if self._dir is not None:
+                self._dir.cleanup()
 
 
 # --------------------------------------------------------------------------- interfaces
@@ -356,7 +528,7 @@ def interfaces() -> list[Interface]:
     require_linux("the interface list (SIOCGIF* ioctls, /proc/net/dev)")
     counters = interface_counters()
     inet6 = PROC_NET / "if_inet6"
-    v6 = _parse_if_inet6(inet6.read_text()) if inet6.exists() else []
+    v6 = parse_if_inet6(inet6.read_text()) if inet6.exists() else []
     out = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for index, name in socket.if_nameindex():
@@ -420,8 +592,12 @@ def open_icmp_socket() -> tuple[socket.socket, str]:
     """An ICMP socket for ping, and its kind: 'datagram' (SOCK_DGRAM, allowed by
     ping_group_range) or 'raw' (SOCK_RAW, needs CAP_NET_RAW).
 
-    Raises PingUnavailable explaining both refusals when neither opens.
+    Raises PingUnavailable explaining both refusals when neither opens (or when a test
+    switched the probe "icmp" off: helpers.core.features).
     """
+    why = switched_off("icmp")
+    if why:
+        raise PingUnavailable(f"ICMP sockets are {why}")
     try:
         return socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP), "datagram"
     except PermissionError as exc:
@@ -450,11 +626,49 @@ class PingResult:
     rtts_ms: list[float | None]
     idents: list[int]  # the identifier each reply carried (on a datagram socket: the kernel's)
     sent_ident: int
+    #: (type, code) of every ICMP message read that carried our identifier and a sequence number
+    #: we sent: the replies (type 0), and on a raw socket our own requests too (type 8)
+    seen: list[tuple[int, int]] = field(default_factory=list)
+    #: False for a run recorded earlier (load_recording()): never assert on it
+    live: bool = True
+    #: where the run comes from: "live, on this machine" or the recording's label
+    source: str = "live, on this machine"
 
     @property
     def received(self) -> list[float]:
         """The RTTs of the echoes that came back, in ms."""
         return [r for r in self.rtts_ms if r is not None]
+
+    def to_json(self) -> dict[str, Any]:
+        """What the run saw, JSON-ready (for a recording)."""
+        return {"host": self.host, "kind": self.kind, "rtts_ms": list(self.rtts_ms), "idents": list(self.idents),
+                "sent_ident": self.sent_ident, "seen": [list(s) for s in self.seen]}
+
+
+def save_recording(run: PingResult, path: str | Path, where: str) -> None:
+    """Store a live `run` of ping() as JSON, labelled with `where` (the machine, the socket's
+    circumstances), the time and the kernel, for load_recording() where no ICMP socket opens.
+
+    TypeError for a `run` that is not a PingResult or an empty `where`; ValueError for a run
+    that is itself a recording.
+    """
+    if not isinstance(run, PingResult):
+        raise TypeError(f"save_recording() needs the PingResult that ping() returned, got {type(run).__name__}")
+    label = recordings.label(where, by="helpers.tools.ping()")  # TypeError for an empty `where`
+    if not run.live:
+        raise ValueError("this run is itself a recording; record a live one")
+    recordings.write(path, {"recorded": label, "ping": run.to_json()})
+
+
+def load_recording(path: str | Path) -> PingResult:
+    """A run of ping() recorded earlier by save_recording(), marked ``live=False``, its
+    ``source`` the recording's label. ValueError naming the file for anything else."""
+    def build(label: str, data: dict[str, Any]) -> PingResult:
+        run = data["ping"]
+        return PingResult(run["host"], run["kind"], list(run["rtts_ms"]), list(run["idents"]), run["sent_ident"],
+                          [(t, c) for t, c in run["seen"]], live=False, source=f"RECORDED earlier: {label}")
+
+    return recordings.read(path, "tools.save_recording()", build)  # also from an edition's folder (notebooks/zh-CN/)
 
 
 def ping(host: str = "127.0.0.1", count: int = 5, *, interval_s: float = 0.01, timeout_s: float = 1.0,
@@ -477,23 +691,24 @@ def ping(host: str = "127.0.0.1", count: int = 5, *, interval_s: float = 0.01, t
     sent_ident = os.getpid() & 0xFFFF
     rtts: list[float | None] = []
     idents: list[int] = []
+    seen: list[tuple[int, int]] = []
     with sock:
         for seq in range(count):
             payload = struct.pack("!Q", seq) + bytes(payload_size - 8) if payload_size >= 8 else bytes(payload_size)
             started = time.perf_counter()
             sock.sendto(build_icmp_echo(sent_ident, seq, payload), (host, 0))
             expect = sock.getsockname()[1] if kind == "datagram" else sent_ident  # the kernel's id
-            rtt, ident = _await_reply(sock, kind, expect, seq, started, timeout_s)
+            rtt, ident = _await_reply(sock, kind, expect, seq, started, timeout_s, seen)
             rtts.append(rtt)
             if ident is not None:
                 idents.append(ident)
             if seq + 1 < count and interval_s:
                 time.sleep(interval_s)
-    return PingResult(host, kind, rtts, idents, sent_ident)
+    return PingResult(host, kind, rtts, idents, sent_ident, seen)
 
 
 def _await_reply(sock: socket.socket, kind: str, ident: int, seq: int, started: float,
-                 timeout_s: float) -> tuple[float | None, int | None]:
+                 timeout_s: float, seen: list[tuple[int, int]]) -> tuple[float | None, int | None]:
     deadline = started + timeout_s
     while (left := deadline - time.perf_counter()) > 0:
         ready, _, _ = select.select([sock], [], [], left)
@@ -507,6 +722,8 @@ def _await_reply(sock: socket.socket, kind: str, ident: int, seq: int, started: 
             msg = parse_icmp(data)
         except ValueError:  # a truncated or foreign message: not our reply
             continue
+        if msg.seq == seq and msg.ident == ident:
+            seen.append((msg.type, msg.code))
         if msg.is_echo_reply and msg.seq == seq and msg.ident == ident:
             return (arrived - started) * 1000, msg.ident
     return None, None

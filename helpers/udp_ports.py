@@ -26,15 +26,18 @@ import errno
 import ipaddress
 import os
 import re
+import select
 import socket
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .features import require_linux
-from .observe import PROC_NET, _proc_row, sock_diag_dump
-from .servers import family_for
+from .core import checks
+from .core.checks import family_for
+from .core.features import require_linux
+from .core.proc import PROC_NET
+from .core.sockdiag import INET_DIAG_SKMEMINFO, meminfo_drops, sock_diag_dump
+from .observe import parse_proc_row
 
 __all__ = ["UdpEntry", "udp_table", "UnreachablePort", "unreachable_port"]
 
@@ -58,12 +61,12 @@ class UdpEntry:
 
 def _parse(text: str) -> Iterator[UdpEntry]:
     """The rows of /proc/net/udp{,6} text: the header and lines of fewer than 13 columns are
-    skipped; another line that is not a row raises ValueError showing it (observe._proc_row)."""
+    skipped; another line that is not a row raises ValueError showing it (observe.parse_proc_row)."""
     for line in text.splitlines()[1:]:
         cols = line.split()
         if len(cols) < 13:
             continue
-        row = _proc_row(line, cols)
+        row = parse_proc_row(line, cols)
         if not re.fullmatch(r"[0-9]+", cols[12]):
             raise ValueError(f"not a /proc/net/udp row (drops is {cols[12]!r}): {line[:200]!r}")
         yield UdpEntry(
@@ -89,8 +92,8 @@ def udp_table(port: int | None = None) -> list[UdpEntry]:
     heavy churn).
     """
     require_linux("the UDP socket table (/proc/net/udp)")
-    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535):
-        raise ValueError(f"port must be an int in 0-65535, got {port!r}")
+    if port is not None:
+        checks.port("port", port)
     try:
         return _from_netlink(port)
     except OSError as exc:
@@ -107,7 +110,6 @@ def udp_table(port: int | None = None) -> list[UdpEntry]:
 
 
 _NO_DIAG = (errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.ENOENT)  # no UDP sock_diag here
-_SKMEMINFO, _SK_MEMINFO_DROPS = 7, 8  # <linux/inet_diag.h>, <linux/sock_diag.h>
 
 
 def _from_netlink(port: int | None) -> list[UdpEntry]:
@@ -115,15 +117,14 @@ def _from_netlink(port: int | None) -> list[UdpEntry]:
     out: dict[int, UdpEntry] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
-            rows = list(sock_diag_dump(family, socket.IPPROTO_UDP, ext=1 << (_SKMEMINFO - 1), local_port=port))
+            rows = list(sock_diag_dump(family, socket.IPPROTO_UDP, ext=1 << (INET_DIAG_SKMEMINFO - 1),
+                                       local_port=port))
         except OSError as exc:
             if family == socket.AF_INET6 and exc.errno == errno.EAFNOSUPPORT:
                 continue  # a kernel without IPv6
             raise
         for r in rows:
-            meminfo = r.attrs.get(_SKMEMINFO, b"")
-            has_drops = len(meminfo) >= 4 * (_SK_MEMINFO_DROPS + 1)
-            drops = struct.unpack_from("=I", meminfo, 4 * _SK_MEMINFO_DROPS)[0] if has_drops else 0
+            drops = meminfo_drops(r) or 0
             out.setdefault(r.inode, UdpEntry(
                 local=r.local,
                 remote=r.remote,
@@ -139,11 +140,35 @@ def _from_netlink(port: int | None) -> list[UdpEntry]:
 
 @dataclass(frozen=True)
 class UnreachablePort:
-    """A UDP address where no socket receives datagrams from anyone but itself."""
+    """A UDP address where no socket receives datagrams from anyone but itself.
+
+    ``admit(sender)`` opens the port to one sender: the blocker connects to that address, so
+    from then on the kernel delivers that sender's datagrams to it (``received()`` reads
+    them) and still refuses everyone else's. Lesson 11 uses it to show that a send() which
+    raised ECONNREFUSED sent nothing: the port is open by then, and nothing arrives.
+    """
 
     address: tuple[str, int]
     blocker: socket.socket  # bound to `address` and connected to it: it holds the port
     rows: list[UdpEntry]  # /proc/net/udp rows that could receive for `address` (only the blocker)
+
+    def admit(self, sender: tuple[str, int]) -> None:
+        """Accept datagrams from `sender` (an (ip, port) pair) from now on, and from no one else."""
+        checks.ip_port("sender", sender)
+        self.blocker.connect(sender)
+
+    def received(self, *, quiet_s: float = 0.05) -> list[bytes]:
+        """The datagrams admitted so far, read until none has arrived for `quiet_s` seconds."""
+        checks.seconds("quiet_s", quiet_s, high=10)
+        out = []
+        while select.select([self.blocker], [], [], quiet_s)[0]:
+            try:
+                out.append(self.blocker.recv(65535))
+            except BlockingIOError:  # woken, but nothing there after all
+                continue
+            except ConnectionRefusedError:  # an ICMP error for the blocker's own earlier send: none here
+                continue
+        return out
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .features import require_linux
+from .core.features import require_linux
 
 __all__ = ["PROC_NET_UNIX", "UnixState", "UnixEntry", "parse_proc_net_unix", "unix_table", "entry_for"]
 

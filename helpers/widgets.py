@@ -19,6 +19,8 @@ from typing import Any
 import ipywidgets as w
 from IPython.display import display
 
+from .progressbar import inside_widget
+
 __all__ = ["int_slider", "float_slider", "choice", "controls", "Experiment", "ERROR_CLASS"]
 
 #: CSS class on an Experiment's status line while its last run failed (the browser test
@@ -26,8 +28,8 @@ __all__ = ["int_slider", "float_slider", "choice", "controls", "Experiment", "ER
 ERROR_CLASS = "course-experiment-error"
 
 
-def int_slider(description: str, value: int, min: int, max: int, step: int = 1) -> w.IntSlider:
-    """An integer slider that reports its value only on release."""
+def int_slider(description: str, value: int, *, min: int, max: int, step: int = 1) -> w.IntSlider:
+    """An integer slider that reports its value only on release: ``int_slider("n", 3, min=1, max=9)``."""
     if not min <= value <= max:
         raise ValueError(f"{description}: value {value} is outside [{min}, {max}]")
     return w.IntSlider(
@@ -37,8 +39,8 @@ def int_slider(description: str, value: int, min: int, max: int, step: int = 1) 
     )
 
 
-def float_slider(description: str, value: float, min: float, max: float, step: float) -> w.FloatSlider:
-    """A float slider that reports its value only on release."""
+def float_slider(description: str, value: float, *, min: float, max: float, step: float) -> w.FloatSlider:
+    """A float slider that reports its value only on release: ``float_slider("s", 0.5, min=0.1, max=2, step=0.1)``."""
     if not min <= value <= max:
         raise ValueError(f"{description}: value {value} is outside [{min}, {max}]")
     return w.FloatSlider(
@@ -65,7 +67,7 @@ class Experiment:
 
     def __init__(self, fn: Callable[..., Any], **controls: w.ValueWidget):
         if not controls:
-            raise ValueError("Experiment needs at least one control, e.g. n=int_slider(...)")
+            raise ValueError("Experiment needs at least one control, e.g. n=int_slider('n', 3, min=1, max=9)")
         self.fn = fn
         self.controls = controls
         self.last: Any = None
@@ -77,7 +79,8 @@ class Experiment:
     def _run(self, **values: Any) -> None:
         started = time.perf_counter()
         try:
-            self.last = self.fn(**values)
+            with inside_widget():  # h.progress() inside shows a widget: display updates are lost here
+                self.last = self.fn(**values)
         except Exception as exc:  # noqa: BLE001 - shown to the learner, not raised
             params = ", ".join(f"{k}={v!r}" for k, v in values.items())
             self.status.value = f"<b>{type(exc).__name__}</b> with {params}: {exc}"

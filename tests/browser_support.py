@@ -47,11 +47,17 @@ CHROMIUM_ARGS = [
 ]
 
 # JupyterLab settings for the test user: no "fetch news?" toast over the notebook and no
-# request to the internet for updates (schema: @jupyterlab/apputils-extension:notification).
+# request to the internet for updates (schema: @jupyterlab/apputils-extension:notification);
+# and every cell attached to the page (windowingMode "none"): the test counts and checks the
+# cells in the DOM, and a lesson taller than the tallest page chromium can show (16,000 px,
+# test_browser.MAX_SCREENSHOT_PX) otherwise leaves some out (lesson 01: 39 of 40 code cells).
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false",
         "checkForUpdates": False,
+    },
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none",
     },
 }
 
@@ -110,9 +116,14 @@ def descendants(root_pid: int) -> list[Proc]:
     return found
 
 
-def write_lab_settings(settings_dir: Path) -> None:
-    """Write LAB_SETTINGS as JupyterLab user settings files under `settings_dir`."""
-    for name, values in LAB_SETTINGS.items():
+# The interface in Simplified Chinese (the language pack jupyterlab-language-pack-zh-cn, as a
+# learner chooses it with Settings -> Language), for the zh-CN edition's browser test.
+ZH_CN_SETTINGS = {"@jupyterlab/translation-extension/plugin.jupyterlab-settings": {"locale": "zh_CN"}}
+
+
+def write_lab_settings(settings_dir: Path, extra: dict[str, dict[str, Any]] | None = None) -> None:
+    """Write LAB_SETTINGS (and `extra` settings files) as JupyterLab user settings under `settings_dir`."""
+    for name, values in {**LAB_SETTINGS, **(extra or {})}.items():
         path = settings_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values, indent=2) + "\n")
@@ -121,12 +132,14 @@ def write_lab_settings(settings_dir: Path) -> None:
 class LabServer:
     """JupyterLab serving `root_dir` on 127.0.0.1, with all its state under `work_dir`.
 
-    Use as a context manager, or call start() and stop() (stop is idempotent).
+    Use as a context manager, or call start() and stop() (stop is idempotent). `settings`:
+    more user settings files for write_lab_settings() (ZH_CN_SETTINGS: a Chinese interface).
     """
 
-    def __init__(self, root_dir: Path, work_dir: Path) -> None:
+    def __init__(self, root_dir: Path, work_dir: Path, settings: dict[str, dict[str, Any]] | None = None) -> None:
         self.root_dir = root_dir
         self.work_dir = work_dir
+        self.settings = settings or {}
         self.token = secrets.token_hex(24)
         self.port = 0
         self.log_path = work_dir / "jupyterlab.log"
@@ -182,7 +195,7 @@ class LabServer:
         Raises RuntimeError with the server's log when it exits or does not answer in time;
         a server that failed to start is stopped before the error propagates.
         """
-        write_lab_settings(self.work_dir / "settings")
+        write_lab_settings(self.work_dir / "settings", self.settings)
         try:
             for attempt in range(1, attempts + 1):
                 try:

@@ -5,6 +5,8 @@ Docker engine, so we can assert what Binder will do: Python 3.11 from binder/run
 the packages of binder/requirements.txt, then binder/postBuild. A `binder/` folder makes
 repo2docker ignore configuration files at the repository root, so binder/requirements.txt
 must repeat requirements.txt exactly; the first test keeps the two from drifting apart.
+binder/apt.txt names the Debian packages of the programs the lessons run (ss, lsof, ...),
+the same as ./course's LESSON_PACKAGES, and repo2docker's plan must install them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +51,30 @@ def test_repo2docker_builds_from_binder_folder() -> None:
     assert 'pip install --no-cache-dir -r "binder/requirements.txt"' in out, "binder/requirements.txt is not installed"
     assert 'pip install --no-cache-dir -r "requirements.txt"' not in out, "the root requirements.txt was used"
     assert "RUN ./binder/postBuild" in out, "binder/postBuild does not run"
+    packages = " ".join(sorted(_apt_txt()))
+    assert f"apt-get install --yes --no-install-recommends {packages} &&" in out, (
+        f"binder/apt.txt ({packages}) is not installed: {[line for line in out.splitlines() if 'apt-get' in line]}")
+    assert "fonts-noto-cjk" in out, "binder/apt.txt's CJK font (the zh-CN edition's glyphs) is not installed"
+
+
+def _apt_txt() -> list[str]:
+    """The packages binder/apt.txt lists (comments and blank lines left out, as repo2docker does)."""
+    lines = (BINDER / "apt.txt").read_text().splitlines()
+    return [p for p in (line.partition("#")[0].strip() for line in lines) if p]
+
+
+def test_apt_txt_lists_the_packages_course_installs() -> None:
+    """binder/apt.txt names the Debian packages ./course installs for learners: its
+    LESSON_PACKAGES, the programs the lessons run beside their own code (ss, ip, nstat, tc,
+    lsof, netstat), which the doctor looks for; and ensure_cjk_font's font for the zh-CN edition."""
+    course = (ROOT / "course").read_text()
+    found = re.search(r"^LESSON_PACKAGES=\(([^)]*)\)$", course, flags=re.M)
+    assert found, "./course defines no LESSON_PACKAGES=(...)"
+    font = re.findall(r"^ensure_cjk_font\(\) \{\n(?:.*\n)*?.*apt_install (\S+);", course, flags=re.M)
+    assert font == ["fonts-noto-cjk"], font
+    assert sorted(_apt_txt()) == sorted(found[1].split() + font), (
+        "keep binder/apt.txt equal to ./course's LESSON_PACKAGES and its CJK font")
+    assert {"iproute2", "lsof"} <= set(_apt_txt())
 
 
 @pytest.mark.timeout(60)

@@ -17,6 +17,25 @@ Facts this test relies on, seen with JupyterLab 4.6.6, ipywidgets 8.1.9 and chro
 - a widget closed by the kernel (tqdm's `leave=False`) leaves a hidden, empty output.
 - a slider's handle is `.noUi-handle`; an arrow key moves it one step and, with
   continuous_update=False, sends the new value to the kernel at once.
+- a Markdown cell's `<details><summary>Show a solution</summary>` block (blank lines around
+  a ```python fence inside) renders as a closed `details` element, its code block hidden,
+  and a click on the summary opens it: the exercises' solutions are one click away.
+
+For a lesson with exercises, the test also checks that every check cell shows its answer
+on the committed stub ("NOT DONE YET") and that every solution block is closed and opens.
+
+The Simplified Chinese edition (notebooks/zh-CN/, tests/test_editions.py) is opened in a
+JupyterLab whose interface is Chinese (the language pack, locale zh_CN, as a learner sets it
+with Settings -> Language): its start-here notebook and two lessons (three lessons until the
+start-here is translated). Each runs through the Chinese menus (运行 > 运行所有单元格) and is
+checked exactly like an English one, in place of its English run: a lesson's code is the
+same in both editions (tests/test_editions.py), so each lesson opens once, in one edition or
+the other, and the edition costs no extra Run All. Then every Chinese character on the page (the lesson's text
+and the interface's) is drawn with the page's own font list and compared with what the
+browser draws for a character no font has (the "tofu" box): a character drawn like that, or
+not drawn at all, is a missing glyph. A control character that no font has must come out
+missing, so the check can fail. Which fonts really drew the text is read from Chromium
+(CSS.getPlatformFontsForNode) and printed. Screenshots: zh-CN-<stem>-ran.png.
 
 Environment: COURSE_NOTEBOOKS_DIR points at another notebooks folder (default
 <repo>/notebooks); COURSE_REQUIRE_BROWSER=1 turns a missing chromium into a failure.
@@ -24,17 +43,19 @@ Environment: COURSE_NOTEBOOKS_DIR points at another notebooks folder (default
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, LabServer
+from browser_support import CHROMIUM, CHROMIUM_ARGS, ZH_CN_SETTINGS, LabServer
 
 from helpers.widgets import ERROR_CLASS
 
@@ -51,7 +72,7 @@ SLIDER_S = 30  # one slider step until its output has changed and the kernel is 
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_SCREENSHOT_PX = 16_000  # chromium cannot capture much taller pages
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # each lesson in a real JupyterLab: tens of seconds
 
 # The notebook panel showing PATH, found among the main area's widgets (not "current
 # widget", which a dialog or a stray click can change).
@@ -162,6 +183,14 @@ EXTRA_HEIGHT_JS = f"""
 }})))
 """
 
+# The text of cell i's outputs, as shown.
+OUTPUT_TEXT_JS = f"""
+([path, i]) => {{
+  const outputs = ({_PANEL})(path).content.widgets[i].node.querySelectorAll('.jp-OutputArea-output');
+  return Array.from(outputs).map(o => o.innerText.trim()).join('\\n');
+}}
+"""
+
 # What a slider's cell shows, minus the sliders themselves (their readout moves with them).
 CELL_SIGNATURE_JS = """
 (handle) => {
@@ -171,6 +200,19 @@ CELL_SIGNATURE_JS = """
   return area.textContent + '\\n' + images.join('\\n');
 }
 """
+
+
+ZH_DIR = ROOT / "notebooks" / "zh-CN"
+# The start-here, then two lessons with sliders, plots and exercises; others while these wait.
+ZH_PREFERRED = ["00-start-here", "03-reading-and-writing", "07-time-wait-and-reuseaddr"]
+ZH_COUNT = 3
+
+
+def _zh_chosen() -> list[Path]:
+    """The zh-CN notebooks this test opens: ZH_PREFERRED first, others while those wait."""
+    built = {p.stem: p for p in sorted(ZH_DIR.glob("[0-9][0-9]-*.ipynb"))}
+    chosen = [built[s] for s in ZH_PREFERRED if s in built]
+    return chosen + [p for p in built.values() if p not in chosen][: max(0, ZH_COUNT - len(chosen))]
 
 
 def _notebook_params() -> list[Any]:
@@ -236,6 +278,8 @@ class _Budget:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# A solution block's summary line in a lesson's markdown (tests/lesson_cells.py, CONTRIBUTING.md)
+SOLUTION_SUMMARY = re.compile(r"<details>\s*<summary>([^<]*)</summary>\s*```python")
 
 
 def _errors_text(errors: list[dict[str, Any]]) -> str:
@@ -272,30 +316,60 @@ def _wait_js(page: Any, predicate: str, arg: Any, timeout_ms: float) -> None:
     page.wait_for_function(predicate, arg=arg, timeout=timeout_ms, polling=100)
 
 
-def _run_all(page: Any, path: str, budget: _Budget) -> dict[str, Any]:
-    """Wait for an Idle kernel, choose Run > Run All Cells, wait until done; the run state."""
+@dataclass(frozen=True)
+class _Interface:
+    """What JupyterLab's interface says in one language: the run state as its status bar
+    shows it (RUN_STATE_JS), and the menu and item that run every cell."""
+
+    state_js: str
+    run_menu: str
+    run_all: str
+
+
+ENGLISH = _Interface(RUN_STATE_JS, "Run", "Run All Cells")
+
+
+def _run_all(page: Any, path: str, budget: _Budget, ui: _Interface = ENGLISH) -> dict[str, Any]:
+    """Wait for an Idle kernel, choose Run > Run All Cells (in `ui`'s words), wait until done; the run state."""
     try:
-        _wait_js(page, f"(path) => ({RUN_STATE_JS})(path).idle", path, budget.ms(KERNEL_READY_S))
+        _wait_js(page, f"(path) => ({ui.state_js})(path).idle", path, budget.ms(KERNEL_READY_S))
     except _playwright().TimeoutError:
-        state = page.evaluate(RUN_STATE_JS, path)
+        state = page.evaluate(ui.state_js, path)
         pytest.fail(
             f"the kernel was not Idle within {KERNEL_READY_S} s; status bar: {state['status']!r}", pytrace=False
         )
-    page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.locator(".lm-MenuBar-item", has_text=ui.run_menu).first.click()
+    page.get_by_role("menuitem", name=ui.run_all, exact=True).click()
     # Run All stops at the first error, leaving later cells unrun: stop waiting then too.
-    done = f"(path) => {{ const s = ({RUN_STATE_JS})(path); return s.idle && (s.pending === 0 || s.errors.length); }}"
+    done = f"(path) => {{ const s = ({ui.state_js})(path); return s.idle && (s.pending === 0 || s.errors.length); }}"
     started = time.monotonic()
     try:
         _wait_js(page, done, path, budget.ms(RUN_ALL_S))
     except _playwright().TimeoutError:
-        state = page.evaluate(RUN_STATE_JS, path)
+        state = page.evaluate(ui.state_js, path)
         pytest.fail(
             f"Run All had not finished after {time.monotonic() - started:.0f} s: {state['pending']} of "
             f"{state['code']} code cells without an execution count; status bar: {state['status']!r}",
             pytrace=False,
         )
-    return page.evaluate(RUN_STATE_JS, path)
+    return page.evaluate(ui.state_js, path)
+
+
+@contextlib.contextmanager
+def _notebook_page(browser: Any, lab: LabServer, name: str, **options: Any) -> Iterator[Any]:
+    """A fresh browser page; on failure a screenshot `name`-failed.png; at the end every
+    session shut down, and a failure if a kernel outlives it."""
+    context = browser.new_context(viewport=VIEWPORT, **options)
+    page = context.new_page()
+    try:
+        yield page
+    except BaseException:
+        _screenshot_on_failure(page, f"{name}-failed.png")
+        raise
+    finally:
+        context.close()
+        alive = lab.shutdown_sessions()
+    assert not alive, f"kernels still alive after their session was shut down: {[k.argv() for k in alive]}"
 
 
 def _show_whole_notebook(page: Any, path: str) -> None:
@@ -329,7 +403,7 @@ def _wait_rendered(page: Any, path: str, run: dict[str, Any], budget: _Budget) -
     return page.evaluate(RENDER_STATE_JS, path)
 
 
-def _move_first_slider(page: Any, path: str, budget: _Budget) -> tuple[str, str]:
+def _move_first_slider(page: Any, path: str, budget: _Budget, ui: _Interface) -> tuple[str, str]:
     """Press one arrow key on the first slider; its cell's output (before, after) the change.
 
     One step, the smallest and cheapest change: each key press runs the experiment again.
@@ -351,8 +425,35 @@ def _move_first_slider(page: Any, path: str, budget: _Budget) -> tuple[str, str]
         pytest.fail(
             f"moving the first slider from {value} to {moved_to} did not change its cell's output", pytrace=False
         )
-    _wait_js(page, f"(path) => ({RUN_STATE_JS})(path).idle", path, budget.ms(SLIDER_S))
+    _wait_js(page, f"(path) => ({ui.state_js})(path).idle", path, budget.ms(SLIDER_S))
     return before, page.evaluate(CELL_SIGNATURE_JS, node)
+
+
+def _check_exercises(page: Any, path: str, notebook: Path) -> None:
+    """Each check cell shows "NOT DONE YET" on its stub; each solution block is closed, its
+    code hidden, and opens when its summary is clicked."""
+    nb = nbformat.read(notebook, as_version=4)
+    checks = [i for i, c in enumerate(nb.cells) if "check" in c.get("metadata", {}).get("tags", [])]
+    # "Show a solution" in English, the edition's words in an edition (查看参考答案)
+    summaries = [m for c in nb.cells if c.cell_type == "markdown" for m in re.findall(SOLUTION_SUMMARY, c.source)]
+    solutions = len(summaries)
+    if "edition" not in nb.metadata.get("course", {}):
+        assert set(summaries) <= {"Show a solution"}, f"an English solution block's summary: {summaries}"
+    for i in checks:
+        shown = page.evaluate(OUTPUT_TEXT_JS, [path, i])
+        assert shown.startswith("NOT DONE YET: Exercise"), f"cell {i}, a check on its stub, shows {shown[:200]!r}"
+    panel_id = page.evaluate(PANEL_ID_JS, path)
+    blocks = page.locator(f'[id="{panel_id}"] .jp-RenderedMarkdown details')
+    assert blocks.count() == solutions, f"{blocks.count()} solution blocks rendered, {solutions} in the notebook"
+    for k in range(blocks.count()):
+        block = blocks.nth(k)
+        assert block.locator("summary").inner_text().strip() == summaries[k]
+        assert not block.evaluate("d => d.open") and not block.locator("pre").is_visible(), f"solution {k} is open"
+    if solutions:
+        first = blocks.first
+        first.locator("summary").click()
+        first.locator("pre").wait_for(state="visible", timeout=5000)
+        assert "def " in first.locator("pre").inner_text(), "the opened solution shows its code"
 
 
 def _failed_experiments(page: Any) -> list[str]:
@@ -360,61 +461,172 @@ def _failed_experiments(page: Any) -> list[str]:
     return page.locator(f".{ERROR_CLASS}").all_inner_texts()
 
 
+def _english_params() -> list[Any]:
+    """Each lesson, but those the zh-CN test below opens in their zh-CN edition instead."""
+    params = _notebook_params()
+    if NOTEBOOKS and NOTEBOOKS_DIR.resolve() == (ROOT / "notebooks").resolve():
+        in_zh = {p.stem for p in _zh_chosen()}
+        params = [p for p in params if p.values[0].stem not in in_zh]
+    return params
+
+
 @pytest.mark.timeout(TEST_TIMEOUT_S, method="signal")  # "signal" lets the fixtures stop the server
-@pytest.mark.parametrize("notebook", _notebook_params())
+@pytest.mark.parametrize("notebook", _english_params())
 def test_notebook_runs_in_jupyterlab(notebook: Path, lab: LabServer, browser: Any) -> None:
     """Run All works, nothing raised, everything rendered, and a slider changes its output."""
     budget = _Budget(TEST_TIMEOUT_S - 10)
     path = notebook.relative_to(lab.root_dir).as_posix()
-    code_cells = sum(c.cell_type == "code" for c in nbformat.read(notebook, as_version=4).cells)
     for stale in SCREENSHOTS.glob(f"{notebook.stem}-*.png"):
         stale.unlink()  # a screenshot always shows this run
     started = time.monotonic()
-    context = browser.new_context(viewport=VIEWPORT)
-    page = context.new_page()
+    with _notebook_page(browser, lab, notebook.stem) as page:
+        ran_s = _runs_as_a_learner_sees_it(page, lab, notebook, path, budget, ENGLISH, notebook.stem)
+    print(f"{notebook.name}: Run All done after {ran_s:.1f} s, whole check {time.monotonic() - started:.1f} s")
+
+
+def _runs_as_a_learner_sees_it(page: Any, lab: LabServer, notebook: Path, path: str, budget: _Budget,
+                               ui: _Interface, name: str) -> float:
+    """Open `path`, Run All through `ui`'s menus, and check what the module comment lists:
+    nothing raised, one kernel (ours), everything rendered, the exercises, the first slider;
+    screenshots `name`-ran.png and `name`-slider.png. The seconds Run All took."""
+    code_cells = sum(c.cell_type == "code" for c in nbformat.read(notebook, as_version=4).cells)
+    started = time.monotonic()
+    # ?reset: a fresh workspace, so no tab (and kernel) of an earlier notebook reopens.
+    page.goto(lab.url(f"lab/tree/{path}?reset"), timeout=budget.ms(KERNEL_READY_S))
+    run = _run_all(page, path, budget, ui)
+    ran_s = time.monotonic() - started
+    if run["errors"]:
+        pytest.fail(f"{path} raised:\n{_errors_text(run['errors'])}", pytrace=False)
+    assert run["code"] == code_cells, f"the page has {run['code']} code cells, the file {code_cells}"
+    assert run["pending"] == 0, f"{run['pending']} of {run['code']} cells unrun"
+
+    kernels = lab.kernels()
+    assert len(kernels) == 1, f"expected one kernel, found {[k.argv() for k in kernels]}"
+    assert kernels[0].argv()[:1] == [sys.executable], f"the kernel runs {kernels[0].argv()[:1]}, not {sys.executable}"
+
+    shown = _wait_rendered(page, path, run, budget)
+    _screenshot(page, f"{name}-ran.png")
+    assert shown["domCodeCells"] == code_cells, f"the page shows {shown['domCodeCells']} of {code_cells} code cells"
+    widgets = shown["widgets"]
+    assert not widgets["error"], "widgets failed to display:\n" + "\n".join(widgets["error"])
+    assert not widgets["loading"], f"widgets not displayed after {RENDER_S} s:\n" + "\n".join(widgets["loading"])
+    assert widgets["shown"] + widgets["closed"] == run["widgets"], f"{widgets} for {run['widgets']} widget outputs"
+    assert shown["slidersWithoutHandle"] == 0, "a slider rendered without its handle"
+    assert shown["imagesBroken"] == 0, f"{shown['imagesBroken']} output images failed to load"
+    assert not shown["mermaidErrors"], "Mermaid could not draw a diagram:\n" + "\n".join(shown["mermaidErrors"])
+    assert shown["mermaid"] >= run["mermaid"], f"{shown['mermaid']} of {run['mermaid']} Mermaid diagrams rendered"
+
+    assert not _failed_experiments(page), f"an experiment failed: {_failed_experiments(page)}"
+    _check_exercises(page, path, notebook)
+
+    if shown["sliders"]:
+        before, after = _move_first_slider(page, path, budget, ui)
+        _show_whole_notebook(page, path)
+        _screenshot(page, f"{name}-slider.png")
+        if "Traceback (most recent call last)" in after:
+            pytest.fail(f"the slider's callback raised:\n{after}", pytrace=False)
+        assert after != before, "moving the slider did not change its cell's output"
+        assert not _failed_experiments(page), f"after the slider moved: {_failed_experiments(page)}"
+    return ran_s
+
+
+# --- the zh-CN edition, in a Chinese JupyterLab ---------------------------------------------
+
+# What the Chinese interface shows for the English test's "Run" > "Run All Cells" and the
+# status bar's "Python 3 (ipykernel) | Idle" (titled "Change kernel for ...").
+ZH = _Interface(RUN_STATE_JS.replace("[title^=\"Change kernel\"]", "[title^=\"更改 \"][title$=\"的内核\"]")
+                .replace("endsWith('| Idle')", "endsWith('| 空闲')"), "运行", "运行所有单元格")
+assert ZH.state_js.count("| 空闲") == 1 and "的内核" in ZH.state_js
+
+# Every Chinese character the page shows (the notebook's rendered text, the menu bar and the
+# status bar), each drawn on a canvas with the rendered markdown's own font list, against
+# what the browser draws for characters that no font has (unassigned code points).
+GLYPHS_JS = f"""
+(path) => {{
+  const panel = ({_PANEL})(path);
+  const texts = [panel.node.innerText, document.querySelector('#jp-menu-panel, .lm-MenuBar').innerText,
+                 document.querySelector('#jp-main-statusbar').innerText];
+  const han = /[\\u3000-\\u303f\\u3400-\\u9fff\\uff00-\\uffef]/u;
+  const chars = [...new Set(Array.from(texts.join('')).filter(c => han.test(c)))];
+  const md = panel.node.querySelector('.jp-RenderedMarkdown');
+  const family = getComputedStyle(md).fontFamily;
+  const canvas = document.createElement('canvas');
+  canvas.width = canvas.height = 40;
+  const ctx = canvas.getContext('2d', {{willReadFrequently: true}});
+  const draw = (c) => {{
+    ctx.clearRect(0, 0, 40, 40);
+    ctx.font = `28px ${{family}}`;
+    ctx.textBaseline = 'top';
+    ctx.fillText(c, 4, 4);
+    return Array.from(ctx.getImageData(0, 0, 40, 40).data.filter((_, i) => i % 4 === 3)).join(',');
+  }};
+  const tofu = new Set(['\\u0378', '\\u0380', '\\u{{2fffd}}'].map(draw));
+  const blank = draw(' ');
+  const missing = (c) => {{ const d = draw(c); return tofu.has(d) || d === blank; }};
+  return {{family, count: chars.length, missing: chars.filter(missing), control: missing('\\u0379'),
+           sample: chars.slice(0, 40).join('')}};
+}}
+"""
+
+
+def _zh_params() -> list[Any]:
+    chosen = _zh_chosen()
+    if not chosen:
+        return [pytest.param(None, id="zh-CN-none", marks=pytest.mark.skip(reason="no zh-CN notebook built yet"))]
+    return [pytest.param(p, id=f"zh-CN-{p.stem}") for p in chosen]
+
+
+@pytest.fixture(scope="module")
+def zh_lab(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    """A private JupyterLab with the Chinese interface, serving the repository."""
+    server = LabServer(ROOT, tmp_path_factory.mktemp("jupyterlab-zh"), settings=ZH_CN_SETTINGS)
     try:
-        # ?reset: a fresh workspace, so no tab (and kernel) of an earlier notebook reopens.
-        page.goto(lab.url(f"lab/tree/{path}?reset"), timeout=budget.ms(KERNEL_READY_S))
-        run = _run_all(page, path, budget)
-        ran_s = time.monotonic() - started
-        if run["errors"]:
-            pytest.fail(f"{notebook.name} raised:\n{_errors_text(run['errors'])}", pytrace=False)
-        assert run["code"] == code_cells, f"the page has {run['code']} code cells, the file {code_cells}"
-
-        kernels = lab.kernels()
-        assert len(kernels) == 1, f"expected one kernel, found {[k.argv() for k in kernels]}"
-        assert kernels[0].argv()[:1] == [sys.executable], (
-            f"the kernel runs {kernels[0].argv()[:1]}, not {sys.executable}"
-        )
-
-        shown = _wait_rendered(page, path, run, budget)
-        _screenshot(page, f"{notebook.stem}-ran.png")
-        assert shown["domCodeCells"] == code_cells, f"the page shows {shown['domCodeCells']} of {code_cells} code cells"
-        widgets = shown["widgets"]
-        assert not widgets["error"], "widgets failed to display:\n" + "\n".join(widgets["error"])
-        assert not widgets["loading"], f"widgets not displayed after {RENDER_S} s:\n" + "\n".join(widgets["loading"])
-        assert widgets["shown"] + widgets["closed"] == run["widgets"], f"{widgets} for {run['widgets']} widget outputs"
-        assert shown["slidersWithoutHandle"] == 0, "a slider rendered without its handle"
-        assert shown["imagesBroken"] == 0, f"{shown['imagesBroken']} output images failed to load"
-        assert not shown["mermaidErrors"], "Mermaid could not draw a diagram:\n" + "\n".join(shown["mermaidErrors"])
-        assert shown["mermaid"] >= run["mermaid"], f"{shown['mermaid']} of {run['mermaid']} Mermaid diagrams rendered"
-
-        assert not _failed_experiments(page), f"an experiment failed: {_failed_experiments(page)}"
-
-        if shown["sliders"]:
-            before, after = _move_first_slider(page, path, budget)
-            _show_whole_notebook(page, path)
-            _screenshot(page, f"{notebook.stem}-slider.png")
-            if "Traceback (most recent call last)" in after:
-                pytest.fail(f"the slider's callback raised:\n{after}", pytrace=False)
-            assert after != before, "moving the slider did not change its cell's output"
-            assert not _failed_experiments(page), f"after the slider moved: {_failed_experiments(page)}"
-        total_s = time.monotonic() - started
-        print(f"{notebook.name}: Run All done after {ran_s:.1f} s, whole check {total_s:.1f} s")
-    except BaseException:
-        _screenshot_on_failure(page, f"{notebook.stem}-failed.png")
-        raise
+        server.start()
+        yield server
     finally:
-        context.close()
-        alive = lab.shutdown_sessions()
-    assert not alive, f"kernels still alive after their session was shut down: {[k.argv() for k in alive]}"
+        killed = server.stop()
+        assert not killed, "processes outlived the server's shutdown and had to be killed:\n" + "\n".join(killed)
+
+
+def _platform_fonts(page: Any, path: str) -> list[str]:
+    """The fonts Chromium drew the notebook's first rendered markdown with ("family: glyphs")."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        root = cdp.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+        panel_id = page.evaluate(PANEL_ID_JS, path)
+        node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": f'[id="{panel_id}"] .jp-RenderedMarkdown'})
+        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node["nodeId"]})["fonts"]
+        return [f"{f['familyName']}: {f['glyphCount']}" for f in fonts]
+    finally:
+        cdp.detach()
+
+
+@pytest.mark.timeout(TEST_TIMEOUT_S, method="signal")
+@pytest.mark.parametrize("notebook", _zh_params())
+def test_zh_cn_edition_in_chinese_jupyterlab(notebook: Path, zh_lab: LabServer, browser: Any) -> None:
+    """Everything the English test checks (a lesson is opened in one edition or the other:
+    the code is the same), through the Chinese menus; the interface is Chinese, and no
+    Chinese glyph is missing."""
+    budget = _Budget(TEST_TIMEOUT_S - 10)
+    path = notebook.relative_to(ROOT).as_posix()
+    name = f"zh-CN-{notebook.stem}"
+    for stale in SCREENSHOTS.glob(f"{name}-*.png"):
+        stale.unlink()
+    with _notebook_page(browser, zh_lab, name, locale="zh-CN") as page:
+        # waits for the status bar's "空闲" (Idle), then 运行 > 运行所有单元格
+        ran_s = _runs_as_a_learner_sees_it(page, zh_lab, notebook, path, budget, ZH, name)
+        menus = [m.strip() for m in page.locator(".lm-MenuBar-item").all_inner_texts()]
+        assert ZH.run_menu in menus and "文件" in menus, f"the menu bar is not Chinese: {menus}"
+
+        glyphs = page.evaluate(GLYPHS_JS, path)
+        fonts = _platform_fonts(page, path)
+        print(f"{path}: Run All done after {ran_s:.1f} s; {glyphs['count']} Chinese characters "
+              f"({glyphs['sample']}...) drawn with {glyphs['family']}; Chromium used {fonts}")
+        assert glyphs["control"], "the glyph check did not see a character no font has as missing: it cannot fail"
+        assert glyphs["count"] >= 20, f"only {glyphs['count']} Chinese characters on the page: is it the zh-CN one?"
+        assert not glyphs["missing"], (
+            f"{len(glyphs['missing'])} of {glyphs['count']} Chinese characters have no glyph "
+            f"(drawn as empty boxes): {''.join(glyphs['missing'][:40])}; install a CJK font: "
+            "sudo apt-get install fonts-noto-cjk (./course does it as root)")

@@ -86,6 +86,21 @@ def test_wait_for_inq_counts_unread_bytes() -> None:
             closing.wait_for_inq(client, -1)
 
 
+def test_wait_for_acked_waits_for_the_peers_kernel_not_its_program() -> None:
+    client, server = closing.connected_pair()
+    with client, server:
+        client.sendall(b"x" * 5000)
+        assert 0 <= closing.wait_for_acked(client) < 2
+        assert closing.queued(server)[0] == 5000, "acknowledged, and still unread by the peer's program"
+        with pytest.raises(ValueError, match=r"^timeout_s must be a number of seconds in \(0, 600\], got 0$"):
+            closing.wait_for_acked(client, timeout_s=0)
+    sender, receiver = closing.connected_pair(bufsize=4096)
+    with sender, receiver:
+        closing.fill_send_queue(sender)  # the receiver's window is full: the rest cannot be acknowledged
+        with pytest.raises(TimeoutError, match=r"^\d+ bytes still unacknowledged after 0.05 s$"):
+            closing.wait_for_acked(sender, timeout_s=0.05)
+
+
 def test_wait_for_row_finds_time_wait_after_close() -> None:
     client, server = closing.connected_pair()
     local, remote = client.getsockname(), client.getpeername()
@@ -93,7 +108,7 @@ def test_wait_for_row_finds_time_wait_after_close() -> None:
     server.close()
     row = closing.wait_for_row(local, remote, "TIME_WAIT")
     assert row.state is TcpState.TIME_WAIT
-    with pytest.raises(TimeoutError, match="saw TIME_WAIT"):
+    with pytest.raises(TimeoutError, match="the table shows: TIME_WAIT"):
         closing.wait_for_row(local, remote, "LAST_ACK", timeout_s=0.02)
 
 

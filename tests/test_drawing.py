@@ -51,7 +51,7 @@ def test_experiment_runs_on_change_and_reports_errors() -> None:
             raise ValueError("too big")
         return n * n
 
-    slider = widgets.int_slider("n", 3, 0, 10)
+    slider = widgets.int_slider("n", 3, min=0, max=10)
     assert slider.continuous_update is False
     exp = widgets.Experiment(square, n=slider)
     assert (exp.runs, exp.last) == (1, 9)
@@ -60,4 +60,4 @@ def test_experiment_runs_on_change_and_reports_errors() -> None:
     slider.value = 10
     assert isinstance(exp.last, ValueError) and "too big" in exp.status.value and "n=10" in exp.status.value
     with pytest.raises(ValueError, match=r"outside \[0, 10\]"):
-        widgets.int_slider("n", 11, 0, 10)
+        widgets.int_slider("n", 11, min=0, max=10)

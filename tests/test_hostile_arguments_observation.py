@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import socket
 import threading
 import time
@@ -32,7 +33,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from helpers import hygiene, multiplex, netns, observe, plots, sampling, servers, timewait, tools, udp_ports, unix
+from helpers import multiplex, netns, observe, plots, sampling, servers, timewait, tools, udp_ports, unix
+from helpers.core import checks, hygiene, registry
 
 NAN, INF = math.nan, math.inf
 A, B = ("127.0.0.1", 1), ("127.0.0.1", 2)  # a 4-tuple no socket uses
@@ -53,6 +55,12 @@ def _closed() -> socket.socket:
     s = socket.socket()
     s.close()
     return s
+
+
+def _closed_epoll() -> select.epoll:
+    ep = select.epoll()
+    ep.close()
+    return ep
 
 
 def _samples() -> list[sampling.Sample]:
@@ -122,11 +130,11 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (servers.ProcessServer, (), {"start_timeout_s": -1}, ValueError, ["start_timeout_s", "-1", "(0, 600]"]),
     (servers.ProcessServer, (), {"start_timeout_s": NAN}, ValueError, ["start_timeout_s", "nan", "(0, 600]"]),
     (servers.ProcessServer, (), {"start_timeout_s": "10"}, TypeError, ["start_timeout_s", "'10'", "seconds"]),
-    (servers.family_for, (None,), {}, TypeError, ["host", "None", "'127.0.0.1'"]),
-    (servers.family_for, ("example.com",), {}, ValueError, ["host", "'example.com'", "IP address"]),
+    (checks.family_for, (None,), {}, TypeError, ["host", "None", "'127.0.0.1'"]),
+    (checks.family_for, ("example.com",), {}, ValueError, ["host", "'example.com'", "IP address"]),
     (servers.listening_socket, (), {"port": 1.0}, TypeError, ["port", "1.0", "int"]),
     (servers.listening_socket, ("192.0.2.1",), {}, ValueError, ["host", "'192.0.2.1'", "not an address of this"]),
-    (servers.register, (None,), {}, TypeError, ["register()", "stop", "None"]),
+    (registry.register, (None,), {}, TypeError, ["register()", "stop", "None"]),
     # -- servers: methods of a running server (the server is stopped after each row)
     (on_server, ("result", -1), {}, ValueError, ["timeout_s", "-1", "[0, 1e+09]"]),
     (on_server, ("result", NAN), {}, ValueError, ["timeout_s", "nan"]),  # before: hung in queue.get(nan)
@@ -149,7 +157,7 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (observe.decode_proc_address, ("0100:1F90",), {}, ValueError, ["'0100:1F90'", "8 or 32 hex digits"]),
     (observe.decode_proc_address, ("ZZ00007F:1F90",), {}, ValueError, ["'ZZ00007F:1F90'", "hex digits"]),
     (observe.parse_proc_tcp, (b"sl\n",), {}, TypeError, ["parse_proc_tcp()", "str", "bytes"]),
-    (observe.socket_table, (), {"port": True}, ValueError, ["port", "True", "0-65535"]),
+    (observe.socket_table, (), {"port": True}, TypeError, ["port", "True", "0-65535"]),
     (observe.socket_table, (), {"port": 70000}, ValueError, ["port", "70000", "0-65535"]),
     (observe.socket_table, (), {"local": "127.0.0.1:80"}, TypeError, ["local", "'127.0.0.1:80'", "(host, port)"]),
     (observe.socket_table, (), {"local": ("127.0.0.1", True)}, TypeError, ["local", "True", "(host, port)"]),
@@ -163,10 +171,19 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (observe.entries_for, (UDP,), {}, TypeError, ["entries_for()", "TCP socket", "SOCK_DGRAM"]),
     (observe.entries_for, (UNIX,), {}, TypeError, ["entries_for()", "TCP socket", "AF_UNIX"]),
     (observe.entries_for, (CLOSED,), {}, ValueError, ["entries_for()", "closed"]),
+    (observe.socket_drops, ("x",), {}, TypeError, ["socket_drops()", "TCP socket", "str"]),
+    (observe.socket_drops, (UDP,), {}, TypeError, ["socket_drops()", "TCP socket", "SOCK_DGRAM"]),
+    (observe.socket_drops, (CLOSED,), {}, ValueError, ["socket_drops()", "closed"]),
     (observe.open_fds, (-1,), {}, ValueError, ["pid", "-1", "'self'"]),
     (observe.open_fds, (True,), {}, ValueError, ["pid", "True", "'self'"]),
     (observe.open_fds, ("1/../self",), {}, ValueError, ["pid", "'1/../self'", "positive int"]),
     (observe.open_fds, (PID_MAX,), {}, ProcessLookupError, ["no process", str(PID_MAX)]),
+    (observe.epoll_interest, ("3",), {}, TypeError, ["epoll_interest()", "select.epoll", "str"]),
+    (observe.epoll_interest, (-1,), {}, TypeError, ["epoll_interest()", "int >= 0", "-1"]),
+    (observe.epoll_interest, (UDP,), {}, TypeError, ["epoll_interest()", "select.epoll", "socket"]),
+    (observe.epoll_interest, (Make("a closed epoll", _closed_epoll),), {}, ValueError, ["open epoll", "closed"]),
+    (observe.epoll_interest, (0,), {"pid": -1}, ValueError, ["pid", "-1"]),
+
     (observe.Counters({"Tcp.OutRsts": 1}).__getitem__, (5,), {}, KeyError, ["no kernel counter", "5"]),
     # -- tools
     (tools.lsof, ("me",), {}, ValueError, ["pid", "'me'", "'self'"]),
@@ -187,6 +204,15 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (tools.ping, (), {"timeout_s": NAN}, ValueError, ["timeout_s", "nan", "<= 30"]),
     (tools.ping, (), {"payload_size": 1.5}, ValueError, ["payload_size", "1.5", "0-1400"]),
     (tools.ping, (), {"count": 1.0}, ValueError, ["count", "1.0", "1-1000"]),
+    (tools.find_tool, ("ss; rm -rf",), {}, ValueError, ["program name", "'ss; rm -rf'"]),
+    (tools.run_tool, ("ss", 5), {}, TypeError, ["arguments", "str", "5"]),
+    (tools.run_tool, ("ss",), {"timeout_s": NAN}, ValueError, ["timeout_s", "nan", "(0, 60]"]),
+    (tools.run_tool, (None,), {}, ValueError, ["program name", "None"]),
+    (tools.run_tool_during, ("ss",), {"action": None, "ready": "x"}, TypeError, ["action", "function", "None"]),
+    (tools.run_tool_during, ("ss",), {"action": print, "ready": ""}, TypeError, ["ready", "non-empty", "''"]),
+    (tools.run_tool_during, ("ss",), {"action": print, "ready": "x", "quiet_s": -1}, ValueError,
+     ["quiet_s", "-1", "(0, 10]"]),
+    (tools.NstatIncrements, (5,), {}, TypeError, ["nstat arguments", "str", "5"]),
     # -- unix
     (unix.parse_proc_net_unix, (5,), {}, TypeError, ["parse_proc_net_unix()", "bytes or str", "int"]),
     (unix.parse_proc_net_unix, (b"hello",), {}, ValueError, ["/proc/net/unix entry", "hello"]),
@@ -205,8 +231,8 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (timewait.wait_for_count, ("TIME_WAIT", 1), {"timeout_s": NAN}, ValueError, ["timeout_s", "nan", "(0, 120]"]),
     (timewait.wait_for_count, ("TIME_WAIT", True), {}, ValueError, ["count", "True", "positive"]),
     (timewait.wait_for_count, ("TIME_WAIT", 1), {"remote": "x"}, TypeError, ["remote", "'x'", "(host, port)"]),
-    (timewait.pack_port_range, (1.5, 2), {}, ValueError, ["lo", "1.5", "0-65535"]),
-    (timewait.pack_port_range, (True, 5), {}, ValueError, ["lo", "True", "0-65535"]),
+    (timewait.pack_port_range, (1.5, 2), {}, TypeError, ["lo", "1.5", "0-65535"]),
+    (timewait.pack_port_range, (True, 5), {}, TypeError, ["lo", "True", "0-65535"]),
     (timewait.unpack_port_range, ("abcd",), {}, TypeError, ["unpack_port_range()", "4 bytes", "'abcd'"]),
     (timewait.unpack_port_range, (None,), {}, TypeError, ["unpack_port_range()", "4 bytes", "None"]),
     (timewait.unpack_port_range, (b"abc",), {}, ValueError, ["4-byte", "3 bytes"]),
@@ -215,12 +241,12 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (timewait.free_port_window, (0,), {}, ValueError, ["size", "0", "1-1000"]),
     (timewait.free_port_window, (True,), {}, ValueError, ["size", "True", "1-1000"]),
     (timewait.free_port_window, (3,), {"within": "ab"}, TypeError, ["within", "'ab'", "(lo, hi)"]),
-    (timewait.free_port_window, (3,), {"within": (1.5, 10.0)}, ValueError, ["within", "1.5", "0-65535"]),
+    (timewait.free_port_window, (3,), {"within": (1.5, 10.0)}, TypeError, ["within", "1.5", "0-65535"]),
     (timewait.free_port_window, (3,), {"within": (40000, 70000)}, ValueError, ["within", "70000", "0-65535"]),
     (timewait.free_port_window, (3,), {"toward": ("localhost", 80)}, ValueError, ["toward", "'localhost'", "IP"]),
     (timewait.window_starts, ({1}, 1, 10, 0), {}, ValueError, ["size", "0", "ports"]),
     (timewait.window_starts, ({"a"}, 1, 10, 1), {}, TypeError, ["used", "'a'", "ints"]),
-    (timewait.window_starts, (set(), 1.5, 10, 1), {}, ValueError, ["lo", "1.5", "0-65535"]),
+    (timewait.window_starts, (set(), 1.5, 10, 1), {}, TypeError, ["lo", "1.5", "0-65535"]),
     (timewait.ports_held, (10, NAN), {}, ValueError, ["t_s", "nan", "[0, 1e+09]"]),
     (timewait.ports_held, (10, "5"), {}, TypeError, ["t_s", "'5'", "seconds"]),
     (timewait.ports_held, (10, 5), {"time_wait_s": -60}, ValueError, ["time_wait_s", "-60", "(0, 1e+09]"]),
@@ -235,9 +261,17 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (timewait.close_diagram, ("client",), {"after_first": {}, "after_second": {}, "timer_s": "1"},
      TypeError, ["timer_s", "'1'", "seconds"]),
     (timewait.matrix_html, (None,), {}, TypeError, ["results", "None", "dict"]),
+    (timewait.close_in_order, ("both",), {}, ValueError, ["first", "'both'", "'client' or 'server'"]),
+    (timewait.close_in_order, ("client",), {"client_port": 70000}, ValueError, ["client_port", "70000", "0-65535"]),
+    (timewait.close_in_order, ("client",), {"client_port": "80"}, TypeError, ["client_port", "'80'", "0-65535"]),
+    (timewait.run_in_port_window, (f_ok,), {"size": 0}, ValueError, ["size", "0", "1-1000"]),
+    (timewait.run_in_port_window, (f_ok,), {"size": 3, "way": "magic"}, ValueError, ["way", "'magic'", "namespace"]),
+    (timewait.run_in_port_window, (5,), {"size": 3, "way": "namespace"}, TypeError, ["experiment", "function", "5"]),
+    (timewait.save_window_runs, ({"a": 5}, "/nonexistent/x.json", "here"), {}, TypeError, ["WindowRuns", "int"]),
+    (timewait.save_window_runs, ({}, "/nonexistent/x.json", ""), {}, TypeError, ["where", "''", "non-empty"]),
     # -- udp_ports
-    (udp_ports.udp_table, (True,), {}, ValueError, ["port", "True", "0-65535"]),
-    (udp_ports.udp_table, ("53",), {}, ValueError, ["port", "'53'", "0-65535"]),
+    (udp_ports.udp_table, (True,), {}, TypeError, ["port", "True", "0-65535"]),
+    (udp_ports.udp_table, ("53",), {}, TypeError, ["port", "'53'", "0-65535"]),
     (enter, (udp_ports.unreachable_port, 5), {}, TypeError, ["host", "5", "'127.0.0.1'"]),
     (enter, (udp_ports.unreachable_port, "192.0.2.1"), {}, ValueError, ["host", "'192.0.2.1'", "loopback"]),
     (enter, (udp_ports.unreachable_port, "localhost"), {}, ValueError, ["host", "'localhost'", "IP address"]),
@@ -296,6 +330,10 @@ ROWS: list[tuple[Callable[..., Any], tuple, dict, type[BaseException], list[str]
     (netns.run_in_netns, (f_ok,), {"timeout_s": NAN}, ValueError, ["timeout_s", "nan", "(0, 600]"]),
     (netns.run_in_netns, (f_ok,), {"loopback_up": "yes"}, TypeError, ["loopback_up", "'yes'", "True or False"]),
     (netns.run_in_netns, (f_ok,), {"x": object()}, TypeError, ["arguments", "JSON data", "object"]),
+    (netns.run_or_replay, (f_ok, None), {}, TypeError, ["recording", "file name", "None"]),
+    (netns.save_run, ("x", "/nonexistent/x.json", "here"), {}, TypeError, ["save_run()", "NamespaceRun", "str"]),
+    (netns.save_run, (netns.NamespaceRun(1, True, "live"), "/nonexistent/x.json", " "), {}, TypeError,
+     ["where", "' '", "non-empty"]),
 ]
 
 
@@ -308,7 +346,7 @@ def _state() -> tuple[set[str], set[int], list[Any], list[int], list[int]]:
             kids += [int(k) for k in (task / "children").read_text().split()]
         except OSError:  # the thread ended since the listing
             continue
-    return fds, {t.ident for t in threading.enumerate()}, servers.live_servers(), kids, plt.get_fignums()
+    return fds, {t.ident for t in threading.enumerate()}, registry.live_servers(), kids, plt.get_fignums()
 
 
 def _build(value: Any, made: list[Any]) -> Any:
@@ -369,7 +407,7 @@ def test_handler_that_raises_is_reported_once_and_stop_twice_is_quiet() -> None:
         srv.stop()
     assert isinstance(info.value.__cause__, KeyError)
     srv.stop()  # the error was reported once; stopping again is a no-op
-    assert not srv.running and srv not in servers.live_servers()
+    assert not srv.running and srv not in registry.live_servers()
 
 
 @pytest.mark.timeout(20)
@@ -387,12 +425,12 @@ def test_handler_that_hangs_cannot_hold_stop_past_its_timeout() -> None:
             with pytest.warns(ResourceWarning, match=r"handler threads still running after 0\.3 s: \['course-server-"):
                 srv.stop(timeout_s=0.3)
             assert 0.25 < time.monotonic() - started < 2.0
-        assert srv.sock.fileno() == -1 and srv not in servers.live_servers()
+        assert srv.sock.fileno() == -1 and srv not in registry.live_servers()
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(srv.address, timeout=2).close()
     finally:
         release.set()
-        _wait_until(lambda: not any(t.name.startswith(f"{servers.THREAD_PREFIX}-{srv.name}") for t in
+        _wait_until(lambda: not any(t.name.startswith(f"{registry.THREAD_PREFIX}-{srv.name}") for t in
                                     threading.enumerate()))
 
 
@@ -401,7 +439,7 @@ def test_stop_with_a_bad_timeout_leaves_the_server_working() -> None:
     with servers.TCPServer(lambda c: c.recv(10)) as srv:
         with pytest.raises(TypeError, match=r"^timeout_s must be a number of seconds in \[0, 1e\+09\], got str 'x'$"):
             srv.stop("x")
-        assert srv.running and srv in servers.live_servers()
+        assert srv.running and srv in registry.live_servers()
         with socket.create_connection(srv.address) as c:
             c.sendall(b"hi")
             assert srv.result(timeout_s=2) == b"hi"

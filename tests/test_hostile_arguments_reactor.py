@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from helpers import servers
+from helpers.core import registry
 from helpers.reactor import (
     AsyncioHttpServer,
     Buffer,
@@ -132,14 +132,19 @@ ROWS: list[tuple[str, Callable[[], Any], type[BaseException], tuple[str, ...]]] 
     ("ServerSession router=None", lambda: ServerSession(None), TypeError, ("router", "None")),
     # servers in processes
     ("ReusePortGroup workers=0", lambda: ReusePortGroup(0), ValueError, ("workers", "0")),
-    ("ReusePortGroup workers='2'", lambda: ReusePortGroup("2"), ValueError, ("workers", "'2'")),
+    ("ReusePortGroup workers='2'", lambda: ReusePortGroup("2"), TypeError, ("workers", "'2'")),
     ("ReusePortGroup threads=-1", lambda: ReusePortGroup(1, threads=-1), ValueError, ("threads", "-1")),
     ("ReusePortGroup idle_timeout_s=0", lambda: ReusePortGroup(1, idle_timeout_s=0), ValueError,
      ("idle_timeout_s", "0")),
     ("start_server_process kind='nginx'", lambda: start_server_process("nginx"), ValueError, ("kind", "nginx")),
-    # a child that fails after it started: its own error comes back, and it is reaped
-    ("server process --threads -1", lambda: start_server_process("reactor", "--threads", "-1"), RuntimeError,
-     ("did not start", "exit code 1", "threads (sub-reactors) must be an int in 0-64, got -1")),
+    # checked before any process starts (was: the child started, failed, and its error came back)
+    ("start_server_process threads=-1", lambda: start_server_process("reactor", threads=-1), ValueError,
+     ("threads (sub-reactors) must be an int in 0-64, got -1",)),
+    ("start_server_process backend='kqueue'", lambda: start_server_process("reactor", backend="kqueue"),
+     ValueError, ("backend", "'kqueue'")),
+    ("start_server_process host='0.0.0.0'", lambda: start_server_process("reactor", host="0.0.0.0"),
+     ValueError, ("host", "loopback")),
+    ("start_server_process nope=1", lambda: start_server_process("reactor", nope=1), TypeError, ("nope",)),
 ]
 
 
@@ -151,7 +156,7 @@ def _snapshot() -> tuple[set[str], int, list[Any], set[int]]:
     for task in os.listdir("/proc/self/task"):
         with open(f"/proc/self/task/{task}/children") as f:
             children.update(int(pid) for pid in f.read().split())
-    return threads, fds, list(servers.live_servers()), children
+    return threads, fds, list(registry.live_servers()), children
 
 
 @pytest.mark.timeout(30)

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from helpers import chat, framing, packets, reliable_udp
 from helpers.chat import ChatRoom, Close, Send
 from helpers.framing import HEADER, FramingError, LineDecoder, Message, MessageDecoder
-from helpers.labs.grade import read_results, read_status
+from helpers.labs.grade import read_results
 from helpers.labs.source import LabError, load_lab
 from helpers.labs.source import Test as LabTest
 from helpers.reactor.aio import AsyncioHttpServer
@@ -254,7 +254,7 @@ def run_parser(chunks: list[bytes]) -> tuple[list[tuple], int | None]:
 
 VALID_REQUESTS = [
     b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
     b"GET /a?b=c HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
 ]
 http_fragments = st.sampled_from([b"GET", b" ", b"/", b"HTTP/1.1", b"HTTP/9.9", b"\r\n", b"\n", b"\r", b":", b"\0",
@@ -277,7 +277,7 @@ def test_request_parser_near_valid_requests(data: st.DataObject) -> None:
 
 
 def test_request_parser_head_of_exactly_the_limit_is_accepted_whatever_the_split() -> None:
-    head = b"GET / HTTP/1.1\r\nX: " + b"a" * (HEAD - 19)
+    head = b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * (HEAD - 28)
     assert len(head) == HEAD
     for cut in range(len(head), len(head) + 4):
         wire = head + b"\r\n\r\n"
@@ -345,7 +345,7 @@ def test_a_route_returning_garbage_is_a_500_not_an_escaped_exception() -> None:
     router.add("GET", "/inject", lambda req: Response(200, b"", [("X", "a\r\nb")]))
     for path in ("/none", "/inject"):
         session = ServerSession(router)
-        out, close = session.receive(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+        out, close = session.receive(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         assert out.startswith(b"HTTP/1.1 500 ") and not close and len(session.errors) == 1
     with pytest.raises(TypeError, match=r"^receive\(\) needs the bytes recv\(\) returned, got str"):
         ServerSession(router).receive("GET / HTTP/1.1\r\n\r\n")  # type: ignore[arg-type]
@@ -526,7 +526,7 @@ def test_chat_many_connections_each_bounded() -> None:
     assert Close(0, "sent a line that is too long") in out and len(room.members) == 299
 
 
-# -- helpers.labs: the grader reads what the learner's kernel wrote ---------------------------
+# -- helpers.labs: the grader reads the runner's report as untrusted text -------------------------
 
 LAB_TESTS = [LabTest("t1", 2.0, False), LabTest("t2", 3.0, True)]
 junk_lines = st.one_of(
@@ -569,15 +569,6 @@ def test_read_results_points_are_checked_against_the_lab(line: str, points: floa
     assert any("a report for 'nope', which is not a test of this lab" in p for p in results.problems)
     if problem:
         assert any(__import__("re").search(problem, p) for p in results.problems), results.problems
-
-
-@pytest.mark.parametrize(("text", "expected"), [
-    ('{"error": ""}', ""), ('{"error": "a cell failed"}', "a cell failed"), ("", "status file is not JSON"),
-    ("[1]", "status file has the wrong shape"), ('{"error": 5}', "status file has the wrong shape"),
-    ("\xff garbage", "status file is not JSON"),
-])
-def test_read_status_never_raises(text: str, expected: str) -> None:
-    assert expected in read_status(text) if expected else read_status(text) == ""
 
 
 @pytest.fixture(scope="module")
@@ -642,11 +633,11 @@ def hostile_http_payloads(rng: random.Random) -> list[tuple[bytes, str]]:
         if kind == 0:
             data = rng.randbytes(rng.randrange(1, 20_000))
         elif kind == 1:
-            data = b"POST /echo HTTP/1.1\r\nContent-Length: 99999999999999\r\n\r\n" + rng.randbytes(100)
+            data = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999\r\n\r\n" + rng.randbytes(100)
         elif kind == 2:
             data = b"GET / HTTP/1.1\r\nHost: " + rng.randbytes(rng.randrange(1, 100))  # half a request
         elif kind == 3:
-            data = b"GET / HTTP/1.1\r\n" + b"X: " + b"\xff" * 20_000 + b"\r\n\r\n"
+            data = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X: " + b"\xff" * 20_000 + b"\r\n\r\n"
         else:
             data = b"\0" * rng.randrange(1, 5000) + b"\n\n"
         out.append((data, rng.choice(["close", "rst", "shut_wr"])))

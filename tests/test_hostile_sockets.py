@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from helpers import aio, behaviours, c10k
+from helpers import aio, behaviours, c10k, services
 from helpers.servers import ServerError, TCPServer
 
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -94,7 +94,8 @@ def _c10k(model: str, service: str) -> Callable[[], Any]:
 SERVERS: list[tuple[str, str, Callable[[], Any]]] = [
     *[(f"c10k {m} {s}", s, _c10k(m, s)) for m in c10k.MODELS for s in c10k.SERVICES],
     *[(f"aio AsyncioServer {s}", s, lambda s=s: aio.AsyncioServer(s)) for s in ("echo", "http")],
-    ("aio http_blocking on TCPServer", "http", lambda: TCPServer(aio.http_blocking)),
+    ("services serve_blocking http on TCPServer", "http",
+     lambda: TCPServer(lambda conn: services.serve_blocking(conn, "http"))),
     ("behaviours echo on TCPServer", "echo", lambda: TCPServer(behaviours.echo)),
     ("behaviours discard on TCPServer", "discard", lambda: TCPServer(behaviours.discard)),
     ("behaviours pong on TCPServer", "pong", lambda: TCPServer(behaviours.pong)),

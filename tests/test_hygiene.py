@@ -1,4 +1,4 @@
-"""helpers.hygiene: what counts as left behind, and what is the kernel's own business."""
+"""helpers.core.hygiene: what counts as left behind, and what is the kernel's own business."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import importlib.util
 import socket
 from pathlib import Path
 
-from helpers import TCPServer, hygiene
+from helpers import TCPServer
+from helpers.core import hygiene
 
 
 def test_open_sockets_are_listed_until_closed() -> None:
@@ -65,3 +66,16 @@ def test_check_clean_names_what_is_left(capsys) -> None:
         s.close()
     hygiene.check_clean()
     assert "Clean" in capsys.readouterr().out
+
+
+def test_the_record_of_sockets_stays_small_and_keeps_the_open_ones() -> None:
+    """Closed sockets are forgotten as more are made (the record is purged every few thousand),
+    while one kept open all along is still listed."""
+    kept = socket.socket()
+    try:
+        for _ in range(3 * hygiene._PURGE_EVERY):
+            socket.socket().close()
+        assert len(hygiene._sockets) <= hygiene._PURGE_EVERY + 10
+        assert any(s is kept for s in hygiene.open_sockets())
+    finally:
+        kept.close()

@@ -1,8 +1,10 @@
-"""helpers.loadgen: percentiles on known data, and every request counted against a counting server."""
+"""helpers.loadgen: percentiles on known data, every request counted against a counting server,
+closed-loop echo runs against the course's servers (what echoload did), held connections."""
 
 from __future__ import annotations
 
 import math
+import os
 import socket
 import threading
 
@@ -10,8 +12,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import c10k
+from helpers import aio, behaviours, c10k, servers
 from helpers.loadgen import LoadGenerator, percentile
+
+#: What the counting server answers each request with: a 200 with a 3-byte body.
+HTTP_OK = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n"
 
 
 def test_percentile_nearest_rank_on_known_data() -> None:
@@ -67,7 +72,7 @@ class CountingHTTPServer:
                     buf = buf[buf.rfind(b"\r\n\r\n") + 4 :] if n else buf
                     with self.lock:
                         self.requests += n
-                    conn.sendall(c10k.HTTP_RESPONSE * n)
+                    conn.sendall(HTTP_OK * n)
             except ConnectionResetError:
                 pass  # load generator clients close with RST (SO_LINGER 0): that is their EOF
 
@@ -97,7 +102,7 @@ def test_counts_every_request(rate: float | None) -> None:
 def test_echo_run_against_epoll_model_and_unanswered_requests_counted() -> None:
     with c10k.EpollReactor("echo") as srv, LoadGenerator(workers=2) as lg:
         result = lg.run(srv.address, connections=20, duration_s=0.2, payload=100,
-                        on_ready=lambda: srv.loop.accepted)
+                        on_ready=lambda: srv.accepted)
     assert result.complete and result.answered > 20
     assert result.sample <= 20  # called after the clients connected, before any request
     assert result.p50_ms <= result.p99_ms
@@ -116,7 +121,7 @@ def test_hold_opens_echoes_and_releases() -> None:
     with c10k.EpollReactor("echo") as srv, LoadGenerator(workers=2) as lg:
         held = lg.hold([srv.address], connections=300, progress=seen.append)
         assert held.opened == held.echoed == 300 and held.failed == 0
-        assert len(srv.loop.connections) == 300
+        assert srv.serving() == 300
         lg.release()
     assert seen[-1] == 300
 
@@ -129,3 +134,33 @@ def test_bad_arguments() -> None:
             lg.run(("127.0.0.1", 1), connections=1, service="ftp")
         refused = lg.run(("127.0.0.1", 1), connections=2, duration_s=0.1)  # nobody listens on port 1
     assert refused.connect_failures == 2 and refused.sent == 0 and not refused.complete
+
+
+def test_closed_loop_echo_with_graceful_close_leaves_a_threaded_server_without_errors() -> None:
+    # reset=False closes with FIN: the thread-per-connection echo handler sees EOF, not ECONNRESET,
+    # so its stop() raises nothing (with RST, behaviours.echo would raise ConnectionResetError).
+    with servers.TCPServer(behaviours.echo) as srv, LoadGenerator(workers=1) as lg:
+        seen = []
+        result = lg.run(srv.address, connections=5, duration_s=0.2, reset=False,
+                        on_ready=lambda: seen.append(1) or "x")
+    assert result.complete and result.connected == 5 and result.answered > 5
+    assert result.sample == "x" and seen == [1]
+    assert result.per_second > 0 and result.p50_ms > 0
+
+
+def test_one_generator_serves_several_runs() -> None:
+    with LoadGenerator(workers=1) as lg, aio.AsyncioServer("echo") as srv:
+        first = lg.run(srv.address, connections=3, duration_s=0.1)
+        second = lg.run(srv.address, connections=50, duration_s=0.1, payload=1000)
+        pid = lg.pids[0]
+    assert (first.connected, second.connected) == (3, 50)
+    assert first.complete and second.complete and first.answered > 0 and second.answered > 0
+    assert not os.path.exists(f"/proc/{pid}")  # the worker exited with the block, and was reaped
+
+
+def test_nobody_listening_is_reported_not_raised() -> None:
+    with socket.socket() as s, LoadGenerator(workers=1) as lg:  # bound, not listening: connect() is refused
+        s.bind(("127.0.0.1", 0))
+        result = lg.run(s.getsockname(), connections=2, duration_s=0.1)
+    assert result.connected == 0 and result.connect_failures == 2 and result.answered == 0
+    assert any("Connection refused" in e for e in result.errors), result.errors

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import helpers as h
 from helpers import lossy
-from helpers.servers import THREAD_PREFIX
+from helpers.core.registry import THREAD_PREFIX
 
 
 def wait_for(condition, timeout_s: float = 5.0) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
+import select
 import socket
 
 import pytest
@@ -164,3 +166,40 @@ def _check_select_capacity() -> None:
     assert wait_cost("select", cap, waits=3).highest_fd < FD_SETSIZE
     with pytest.raises(SelectLimitError):
         wait_cost("select", cap + 1, waits=3)
+
+
+def test_crowd_below_puts_the_next_socket_above_the_wall_and_restores_everything() -> None:
+    before_fds, before_limit = _fd_count(), resource.getrlimit(resource.RLIMIT_NOFILE)
+    with multiplex.crowd_below(FD_SETSIZE) as crowd:
+        assert crowd.top.fileno() == FD_SETSIZE - 1 and crowd.soft_before == before_limit[0]
+        with socket.socket() as above:
+            assert above.fileno() >= FD_SETSIZE, "every number below the wall was taken"
+            with pytest.raises(ValueError, match="filedescriptor out of range in select"):
+                select.select([above], [], [], 0)
+    assert _fd_count() == before_fds
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == before_limit
+
+
+def test_crowd_below_records_the_emfile_of_a_low_soft_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < FD_SETSIZE + 100:
+        pytest.skip(f"the hard limit ({hard}) leaves no room above descriptor {FD_SETSIZE}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (600, hard))
+    try:
+        with multiplex.crowd_below(FD_SETSIZE) as crowd:
+            assert crowd.emfile is not None and crowd.emfile.errno == errno.EMFILE
+            assert crowd.highest_at_emfile == 599 and crowd.top.fileno() == FD_SETSIZE - 1
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (600, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_crowd_below_refuses_a_wall_the_hard_limit_forbids() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wall = (hard if hard != resource.RLIM_INFINITY else 1 << 20) - 10
+    with pytest.raises(ValueError, match=r"^the hard RLIMIT_NOFILE is \d+: this process cannot open fd \d+ and more"):
+        with multiplex.crowd_below(wall):
+            pass
+    with pytest.raises(ValueError, match=r"^wall must be an fd number \(an int\) between 8 and 1048576, got 3$"):
+        with multiplex.crowd_below(3):
+            pass

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TCPServer, hygiene, netns
+from helpers import TCPServer, netns
+from helpers.core import hygiene
 
 needs_netns = pytest.mark.skipif(not netns.support().available, reason=f"no namespaces: {netns.support().reason}")
 
@@ -64,11 +65,11 @@ def test_root_is_not_stopped_by_unprivileged_userns_clone(tmp_path, monkeypatch)
 
 
 def test_unshare_errors_are_explained() -> None:
-    apparmor = netns._explain_unshare_errno(errno.EPERM, {"kernel.apparmor_restrict_unprivileged_userns": "1"})
+    apparmor = netns.explain_unshare_errno(errno.EPERM, {"kernel.apparmor_restrict_unprivileged_userns": "1"})
     assert "AppArmor" in apparmor
-    assert "seccomp" in netns._explain_unshare_errno(errno.EPERM, {})
-    assert "limit" in netns._explain_unshare_errno(errno.ENOSPC, {})
-    assert "EINVAL" in netns._explain_unshare_errno(errno.EINVAL, {})
+    assert "seccomp" in netns.explain_unshare_errno(errno.EPERM, {})
+    assert "limit" in netns.explain_unshare_errno(errno.ENOSPC, {})
+    assert "EINVAL" in netns.explain_unshare_errno(errno.EINVAL, {})
 
 
 def test_support_is_probed_once_and_says_why() -> None:
@@ -251,3 +252,43 @@ def test_the_trial_catches_what_the_sysctls_miss() -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(netns.__file__).resolve().parent.parent)}
     proc = subprocess.run(["unshare", "-rn", "sh", "-c", script], capture_output=True, text=True, timeout=30, env=env)
     assert proc.stdout.startswith("False unshare() failed with ENOSPC"), (proc.stdout, proc.stderr)
+
+
+# --------------------------------------------------------------------------- live, or a recording
+
+
+def count_to(n: int) -> list:
+    return list(range(n))
+
+
+def test_run_or_replay_runs_live_or_replays_the_recording(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "run.json"
+    if netns.support().available:
+        run = netns.run_or_replay(count_to, path, n=3)
+        assert run == netns.NamespaceRun([0, 1, 2], True, "live, in a private network namespace")
+        netns.save_run(run, path, "on a test machine")
+    else:
+        netns.save_run(netns.NamespaceRun([0, 1, 2], True, "live"), path, "on a test machine")
+    monkeypatch.setattr(netns, "support", lambda: netns.NamespaceSupport(False, "forbidden by the test"))
+    replayed = netns.run_or_replay(count_to, path, n=3)
+    assert replayed.result == [0, 1, 2] and not replayed.live
+    assert "RECORDED earlier (recorded by helpers.netns on a test machine" in replayed.source
+    assert "forbidden by the test" in replayed.source
+    with pytest.raises(ValueError, match="itself a recording"):
+        netns.save_run(replayed, path, "again")
+    with pytest.raises(FileNotFoundError, match=r"no live run here \(forbidden by the test\) and no recording"):
+        netns.run_or_replay(count_to, tmp_path / "missing.json", n=3)
+    (tmp_path / "bad.json").write_text("[]")
+    with pytest.raises(ValueError, match="not a recording made by save_run"):
+        netns.run_or_replay(count_to, tmp_path / "bad.json", n=3)
+
+
+def test_the_lessons_recorded_runs_load(monkeypatch) -> None:
+    monkeypatch.setattr(netns, "support", lambda: netns.NamespaceSupport(False, "forbidden by the test"))
+    root = Path(__file__).resolve().parent.parent / "notebooks" / "recorded"
+    run = netns.run_or_replay(count_to, root / "07-tw-buckets.json")
+    assert run.result["time_wait"] == run.result["limit"] and not run.live
+    run = netns.run_or_replay(count_to, root / "13-defensive-networking.json")
+    assert {r["case"]: r["outcome"] for r in run.result} == {
+        "vanished, read timeout only": "our read timeout", "vanished, TCP_USER_TIMEOUT": "kernel error ETIMEDOUT"}
+    assert all(r["unacked_bytes"] > 0 for r in run.result) and not run.live

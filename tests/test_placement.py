@@ -11,6 +11,7 @@ import time
 import pytest
 
 from helpers import placement
+from helpers.core import proc
 
 
 def test_usable_cpus_is_the_affinity_mask() -> None:
@@ -88,7 +89,14 @@ def test_idlest_cpus_puts_a_busy_cpu_last() -> None:
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         os.sched_setaffinity(hog.pid, {busy})
-        time.sleep(0.1)
+        deadline = time.monotonic() + 5  # until the kernel shows it running there and burning CPU
+        while time.monotonic() < deadline:
+            fields = proc.proc_stat(f"/proc/{hog.pid}/stat")
+            if int(fields[36]) == busy and int(fields[11]) > 0:  # processor, utime (man 5 proc)
+                break
+            time.sleep(0.005)
+        else:
+            pytest.fail(f"the busy loop did not start running on CPU {busy}")
         order = placement.idlest_cpus(0.1)
     finally:
         hog.kill()

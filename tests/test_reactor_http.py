@@ -22,7 +22,7 @@ GET = b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Thing:  spaced value \r\n\r\n"
 POST = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
 
 
-def parse_all(data: bytes, **limits: int) -> list:
+def parse_all(data: bytes, **limits: object) -> list:
     p = RequestParser(**limits)
     p.feed(data)
     out = []
@@ -59,20 +59,56 @@ def test_trailing_bytes_stay_buffered_for_pipelining():
 def test_http10_closes_unless_keep_alive_and_connection_close_in_11():
     assert parse_all(b"GET / HTTP/1.0\r\n\r\n")[0].keep_alive is False
     assert parse_all(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")[0].keep_alive is True
-    assert parse_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")[0].keep_alive is False
-    assert parse_all(b"GET / HTTP/1.1\r\nConnection: foo, close\r\n\r\n")[0].keep_alive is False
+    assert parse_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0].keep_alive is False
+    assert parse_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: foo, close\r\n\r\n")[0].keep_alive is False
+    # RFC 9112 section 9.3: "close" is looked at first, whatever the version
+    assert parse_all(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n")[0].keep_alive is False
+
+
+def test_a_body_length_rule_replaces_the_content_length_rule():
+    seen = []
+
+    def rule(values: list[str]) -> int:
+        seen.append(values)
+        if values == ["nine"]:
+            raise HttpError(400, "not a number")
+        return 3 if values else 0
+
+    [req] = parse_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\ncontent-length: 7 , 7\r\n\r\nabc",
+                      body_length=rule)
+    assert req.body == b"abc" and seen == [["7", "7 , 7"]]
+    assert parse_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", body_length=rule)[0].body == b"" and seen[-1] == []
+    with pytest.raises(HttpError, match=r"^400 Bad Request: not a number$"):
+        parse_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: nine\r\n\r\n", body_length=rule)
+    with pytest.raises(HttpError, match=r"^413 "):  # the body limit still holds
+        parse_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", body_length=rule, max_body_bytes=2)
+
+
+def test_a_broken_body_length_rule_is_our_error_not_the_peers():
+    def raises(values: list[str]) -> int:
+        return int(values[0])
+
+    with pytest.raises(ValueError, match=r"^the body_length rule raised ValueError: invalid literal .*HttpError\(400, "
+                       r"reason\)$"):
+        parse_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n", body_length=raises)
+    with pytest.raises(TypeError, match=r"^the body_length rule must return an int >= 0, got -1 for \['1'\]$"):
+        parse_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n", body_length=lambda v: -1)
+    with pytest.raises(TypeError, match=r"^body_length must be None or a function"):
+        RequestParser(body_length=5)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("data, status", [
     (b"GARBAGE\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
     (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),  # RFC 9112 section 3.2: HTTP/1.1 needs exactly one Host
+    (b"GET / HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n", 400),
     (b"GET / HTTP/2.0\r\n\r\n", 505),
-    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
-    (b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
-    (b"POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", 413),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413),
 ])
 def test_refusals_have_their_status(data: bytes, status: int):
     with pytest.raises(HttpError) as info:
@@ -80,16 +116,22 @@ def test_refusals_have_their_status(data: bytes, status: int):
     assert info.value.status == status
 
 
+def test_an_http10_request_may_leave_host_out():
+    """RFC 9112 section 3.2 asks Host of HTTP/1.1 only: an HTTP/1.0 client may not know it."""
+    [req] = parse_all(b"GET / HTTP/1.0\r\n\r\n")
+    assert req.version == "1.0" and req.header("host") is None
+
+
 def test_head_limit_refuses_before_the_end_arrives():
     p = RequestParser(max_head_bytes=100)
-    p.feed(b"GET / HTTP/1.1\r\nX: " + b"a" * 200)  # no blank line yet
+    p.feed(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 200)  # no blank line yet
     with pytest.raises(HttpError, match=r"^431 Request Header Fields Too Large: request head over 100 bytes"):
         p.maybe_request()
 
 
 def test_body_limit_refuses_before_the_body_arrives():
     p = RequestParser(max_body_bytes=10)
-    p.feed(b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+    p.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
     with pytest.raises(HttpError, match=r"^413 "):
         p.maybe_request()
 
@@ -113,7 +155,8 @@ def test_router_404_405_and_500():
     router = demo_router()
     router.add("GET", "/boom", lambda req: 1 / 0)
     s = ServerSession(router)
-    out, close = s.receive(b"GET /missing HTTP/1.1\r\n\r\nDELETE / HTTP/1.1\r\n\r\nGET /boom HTTP/1.1\r\n\r\n")
+    out, close = s.receive(b"GET /missing HTTP/1.1\r\nHost: x\r\n\r\nDELETE / HTTP/1.1\r\nHost: x\r\n\r\n"
+                           b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
     statuses = re.findall(rb"HTTP/1.1 (\d+)", out)
     assert statuses == [b"404", b"405", b"500"] and not close
     assert b"Allow: GET" in out and isinstance(s.errors[0], ZeroDivisionError)
@@ -136,7 +179,7 @@ def test_session_eof():
 
 # -- properties ----------------------------------------------------------------------------
 REQUESTS = [GET, POST, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
-            b"POST /echo HTTP/1.1\r\nContent-Length: 0\r\n\r\n"]
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"]
 
 
 @given(st.lists(st.sampled_from(REQUESTS), min_size=1, max_size=4), st.data())
@@ -176,7 +219,7 @@ def test_arbitrary_bytes_never_raise_out_of_the_session(data: bytes, sizes: list
 @given(st.integers(0, 200), st.integers(0, 200))
 @settings(max_examples=100, deadline=None)
 def test_limits_hold_for_any_size(head_pad: int, body: int):
-    head = b"POST /echo HTTP/1.1\r\nX: " + b"a" * head_pad + f"\r\nContent-Length: {body}\r\n\r\n".encode()
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nX: " + b"a" * head_pad + f"\r\nContent-Length: {body}\r\n\r\n".encode()
     data = head + b"b" * body
     head_len = data.index(b"\r\n\r\n")
     try:

@@ -15,8 +15,10 @@ import time
 
 import pytest
 
+from helpers.observe import EPOLL_WAITS, blocked_in
 from helpers.reactor import (
     AsyncioHttpServer,
+    BaseProtocol,
     Buffer,
     BufferFull,
     Channel,
@@ -43,12 +45,20 @@ def read_until_close(sock: socket.socket, timeout_s: float = 5.0) -> bytes:
 
 
 # -- the pieces ------------------------------------------------------------------------------
+def _wait_in_epoll_wait(thread: threading.Thread, timeout_s: float = 5.0) -> None:
+    """Wait until the kernel shows `thread` asleep in epoll_wait (observe.blocked_in reads
+    /proc/self/task/TID/syscall)."""
+    waits = blocked_in([thread.native_id], timeout_s, expect=EPOLL_WAITS)
+    assert waits and set(waits.values()) <= EPOLL_WAITS, \
+        f"{thread.name} is not in epoll_wait after {timeout_s} s: {waits}"
+
+
 def test_loop_wakes_for_another_threads_task_without_polling():
     loop = EventLoop()
     done = threading.Event()
     t = threading.Thread(target=loop.run, name="course-server-test-loop")
     t.start()
-    time.sleep(0.05)  # the loop is asleep in epoll_wait with no timer
+    _wait_in_epoll_wait(t)  # with no timer: only the wake-up can get it out
     started = time.monotonic()
     loop.call_soon_threadsafe(done.set)
     assert done.wait(2)
@@ -219,8 +229,9 @@ def test_keepalive_sequence_on_one_connection(kw):
 
 def test_pipelined_requests_are_answered_in_order():
     with HttpServer() as srv, socket.create_connection(srv.address) as s:
-        s.sendall(b"GET / HTTP/1.1\r\n\r\n" + b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
-                  + b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+                  + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                  + b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         data = read_until_close(s)
     assert re.findall(rb"HTTP/1.1 (\d{3}) ", data) == [b"200", b"200", b"404"]
     assert b"\r\n\r\nabc" in data and data.endswith(b"not found\n")
@@ -228,7 +239,7 @@ def test_pipelined_requests_are_answered_in_order():
 
 def test_http10_and_connection_close_end_the_connection():
     with HttpServer() as srv:
-        for request in (b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"):
+        for request in (b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
             with socket.create_connection(srv.address) as s:
                 s.sendall(request)
                 data = read_until_close(s)  # returns only because the server closed
@@ -244,8 +255,8 @@ def test_http10_and_connection_close_end_the_connection():
 
 @pytest.mark.parametrize("request_bytes, status", [
     (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
-    (b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
-    (b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", b"413"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
+    (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n", b"413"),
 ])
 def test_bad_requests_get_an_error_with_length_then_close(request_bytes: bytes, status: bytes):
     with HttpServer() as srv, socket.create_connection(srv.address) as s:
@@ -305,7 +316,7 @@ def test_idle_keepalive_connection_is_closed_but_busy_one_is_not():
 
 def test_half_close_after_request_still_gets_the_answer():
     with HttpServer() as srv, socket.create_connection(srv.address) as s:
-        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s.shutdown(socket.SHUT_WR)
         assert b"Hello, world!" in read_until_close(s)
 
@@ -314,7 +325,7 @@ def test_stop_is_idempotent_and_closes_clients():
     srv = HttpServer(threads=2)
     clients = [socket.create_connection(srv.address) for _ in range(4)]
     for s in clients:
-        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s.settimeout(5)
         assert s.recv(4096).startswith(b"HTTP/1.1 200")
     srv.stop()
@@ -360,7 +371,7 @@ def test_thousand_concurrent_keepalive_connections_all_answered():
             try:
                 for _round in range(2):  # twice: the connections stay open between requests
                     for s in socks:
-                        s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+                        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
                     answered = 0
                     for s in socks:
                         data = b""
@@ -382,7 +393,7 @@ def test_asyncio_server_same_answers():
         assert get(c)[:2] == (200, b"Hello, world!\n")
         c.close()
         with socket.create_connection(srv.address) as s:
-            s.sendall(b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n")
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20_000 + b"\r\n\r\n")
             assert read_until_close(s).startswith(b"HTTP/1.1 431")
         with socket.create_connection(srv.address) as s:
             assert read_until_close(s) == b"" and srv.timeouts == 1
@@ -413,7 +424,7 @@ def test_no_fd_or_memory_growth_over_100k_requests(threads: int):
     from helpers.loadgen import LoadGenerator
     from helpers.reactor.processes import start_server_process
 
-    server = start_server_process("reactor", "--threads", str(threads))
+    server = start_server_process("reactor", threads=threads)
     try:
         with LoadGenerator(workers=2) as load:
             def round_() -> int:
@@ -465,3 +476,62 @@ def test_server_half_close_sends_fin_after_the_buffer_and_keeps_reading():
         while got[-1] != b"still reading?" and time.monotonic() < deadline:
             time.sleep(0.01)
         assert got == [b"bye", b"still reading?"]
+
+
+# -- the framework's user API ------------------------------------------------------------------
+
+
+def test_sub_reactors_are_in_their_loops_when_the_server_returns():
+    with TcpServer(BaseProtocol, threads=3) as srv:
+        threads = srv.pool.threads
+        assert [t.ready.is_set() for t in threads] == [True] * 3  # set from inside each loop, before we returned
+        tids = [t.native_id for t in threads]
+        waits = blocked_in(tids, expect=EPOLL_WAITS)  # the kernel's view: asleep in epoll, no connection yet
+        assert len(waits) == 3 and set(waits.values()) <= EPOLL_WAITS, waits
+
+
+def test_write_completed_runs_from_the_loop_after_the_output_is_in_the_kernel():
+    events: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    class Chunks(BaseProtocol):
+        def __init__(self) -> None:
+            self.left = 40  # 40 chunks of 256 KiB: far more than the kernel's buffers
+
+        def connection_made(self, conn) -> None:
+            super().connection_made(conn)
+            self.write_next()
+
+        def write_next(self) -> None:
+            events.append(("write", len(self.conn.outbuf)))
+            self.conn.write(b"x" * (256 << 10))
+            self.left -= 1
+
+        def write_completed(self) -> None:
+            assert not self.conn.outbuf  # everything written so far is in the kernel
+            events.append(("completed", 0))
+            if self.left:
+                self.write_next()
+            else:
+                self.conn.close()
+
+        def connection_lost(self, exc) -> None:
+            done.set()
+
+    with TcpServer(Chunks, threads=1) as srv:
+        client = socket.create_connection(srv.address)
+        time.sleep(0.2)  # the client does not read yet: the output waits in the server
+        got = len(read_until_close(client))
+        client.close()
+        assert done.wait(2)
+    assert got == 40 * (256 << 10)
+    writes = [n for what, n in events if what == "write"]
+    assert len(writes) == 40 and max(writes) == 0, writes  # never wrote while output was still waiting
+    assert [what for what, _ in events].count("completed") == 40
+
+
+def test_a_protocol_without_write_completed_is_served_as_before():
+    with HttpServer(threads=1) as srv:
+        conn = http.client.HTTPConnection(*srv.address, timeout=5)
+        assert get(conn)[0] == 200
+        conn.close()

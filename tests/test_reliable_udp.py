@@ -199,6 +199,20 @@ def test_real_transfer_without_loss_needs_no_retransmission() -> None:
     assert report.payload_bytes == 5000 and report.goodput_kB_s > 0
 
 
+def test_transfer_yields_once_per_message_acknowledged_then_leaves_its_report() -> None:
+    messages = [bytes([i]) * 10 for i in range(20)]
+    receiver = ru.Receiver()
+    with h.UDPServer(receiver.handle) as server, \
+            lossy.LossyRelay(server.address, loss=0.2, seed=3) as relay, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        run = ru.Transfer(sock, relay.address, messages, window=4, rto_s=0.02)
+        assert run.report is None and len(run) == 20
+        assert list(run) == list(range(1, 21))  # 1, 2, ... as the messages are acknowledged in order
+    assert receiver.delivered == messages
+    assert run.report is not None and run.report.messages == 20
+    assert run.report.retransmissions >= relay.stats.to_server.dropped > 0
+
+
 def test_deadline_is_a_clear_error() -> None:
     with h.UDPServer() as silent, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(3.0)

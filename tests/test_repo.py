@@ -33,3 +33,61 @@ def test_ruff_is_clean() -> None:
     result = subprocess.run([str(ruff), "check", "--output-format", "concise", "."], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_helpers_index_lists_every_module() -> None:
+    """helpers/README.md names every module (core's one by one, other packages as folders),
+    and every module it names exists."""
+    helpers = ROOT / "helpers"
+    modules = {p.name for p in helpers.glob("*.py") if p.name != "__init__.py"}
+    modules |= {f"{p.name}/" for p in helpers.iterdir() if p.is_dir() and (p / "__init__.py").exists()} - {"core/"}
+    modules |= {f"core/{p.name}" for p in (helpers / "core").glob("*.py") if p.name != "__init__.py"}
+    index = (helpers / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([\w/]+(?:\.py|/))` \|", index, flags=re.M))
+    assert not modules - listed, f"add to helpers/README.md: {sorted(modules - listed)}"
+    assert not listed - modules, f"helpers/README.md lists modules that do not exist: {sorted(listed - modules)}"
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    """A clone has only this repository: no file may send a reader to the shared folder beside it."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.split()
+    if not tracked:  # a copy without .git (the normal-user run; git fails there): every text file instead
+        tracked = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and ".venv" not in p.parts]
+    outside = "../" + "shared"  # (spelled so that this file does not match itself)
+    pointing = [name for name in tracked if name.endswith((".md", ".py", ".ipynb", ".txt", ".toml", ".cfg"))
+                and (ROOT / name).exists() and outside in (ROOT / name).read_text(errors="replace")]
+    assert not pointing, f"these point to {outside}/, which a clone does not have: {pointing}"
+
+
+def test_contributing_names_every_lesson_rule_and_only_those() -> None:
+    """Each rule CONTRIBUTING.md states carries the name of what checks it, in brackets: a
+    rule of tests/lesson_rules.py or a test function; and every rule there is stated."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import lesson_rules
+
+    text = (ROOT / "CONTRIBUTING.md").read_text()
+    section = text[text.index("## Rules a lesson follows"):text.index("## Writing an exercise")]
+    named = set(re.findall(r"\[`?([a-z_]+)`?\]", section))
+    rules = set(lesson_rules.STATIC_RULES) | set(lesson_rules.RUN_RULES)
+    tests = {n for n in named - rules if n.startswith("test_")}
+    assert rules <= named, f"CONTRIBUTING.md does not state the rules {sorted(rules - named)}"
+    assert named <= rules | tests, f"CONTRIBUTING.md names checks that do not exist: {sorted(named - rules - tests)}"
+    test_names = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert all(f"def {t}(" in test_names for t in tests), tests
+
+
+def test_an_exception_that_kills_a_thread_fails_the_test(tmp_path: Path) -> None:
+    """pyproject's filterwarnings makes an unhandled exception in a thread an error, so a
+    dying background thread fails the run instead of printing a warning at its end."""
+    (tmp_path / "test_dies.py").write_text(
+        "import threading\n\n"
+        "def test_a_thread_dies():\n"
+        "    t = threading.Thread(target=lambda: 1 / 0)\n"
+        "    t.start()\n"
+        "    t.join()\n"
+    )
+    done = subprocess.run([sys.executable, "-m", "pytest", "-c", str(ROOT / "pyproject.toml"), "-p", "no:cacheprovider",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_dies.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert "PytestUnhandledThreadExceptionWarning" in done.stdout and "ZeroDivisionError" in done.stdout, done.stdout

@@ -35,6 +35,18 @@ def test_keepalive_probe_shows_as_a_rise_in_segs_out() -> None:
     assert rise_times(samples, "data_segs_out") == []
 
 
+def test_sampling_stops_at_the_first_sample_that_stop_when_accepts() -> None:
+    seen: list[TcpInfo] = []
+
+    def fourth(info: TcpInfo) -> bool:
+        seen.append(info)
+        return len(seen) == 4
+
+    with TCPServer() as server, socket.create_connection(server.address) as sock:
+        samples = sample_tcp_info(sock, 60.0, every_s=0.01, stop_when=fourth)
+    assert [s.info for s in samples] == seen and len(samples) == 4  # each sample asked once, the 4th stops
+
+
 def test_bad_arguments_are_refused() -> None:
     with TCPServer() as server, socket.create_connection(server.address) as sock:
         for bad in (0, -1, 4000, "1", True):
@@ -42,6 +54,8 @@ def test_bad_arguments_are_refused() -> None:
                 sample_tcp_info(sock, bad)
         with pytest.raises(ValueError, match=r"^every_s must be"):
             sample_tcp_info(sock, 0.1, every_s=0)
+        with pytest.raises(TypeError, match=r"^stop_when must be a function of a TcpInfo \(or None\), got 3$"):
+            sample_tcp_info(sock, 0.1, stop_when=3)  # type: ignore[arg-type]
         samples = sample_tcp_info(sock, 0.05)
     with pytest.raises(ValueError, match=r"^TcpInfo has no field 'segs_oops'"):
         rise_times(samples, "segs_oops")

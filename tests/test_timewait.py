@@ -5,13 +5,17 @@ from __future__ import annotations
 import errno
 import math
 import socket
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import socket_table
+from helpers import netns, socket_table
 from helpers import timewait as tw
+from helpers.core.proc import ephemeral_port_range
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _closed_pair(first: str) -> tuple[tuple[str, int], tuple[str, int]]:
@@ -75,7 +79,7 @@ def test_pack_port_range_round_trips(a: int, b: int) -> None:
 def test_pack_port_range_rejects_bad_ranges() -> None:
     with pytest.raises(ValueError, match=r"^the range is empty: lo=10 > hi=5; the kernel would answer EINVAL$"):
         tw.pack_port_range(10, 5)
-    with pytest.raises(ValueError, match=r"^hi must be a port number 0-65535, got 70000$"):
+    with pytest.raises(ValueError, match=r"^hi must be an int in 0-65535, got 70000$"):
         tw.pack_port_range(1, 70000)
     with pytest.raises(ValueError, match="4-byte u32, got 3 bytes"):
         tw.unpack_port_range(b"abc")
@@ -131,7 +135,7 @@ def test_free_port_window_avoids_ports_in_use() -> None:
 
 
 def test_sysctls_are_read() -> None:
-    lo, hi = tw.local_port_range()
+    lo, hi = ephemeral_port_range()
     assert 0 < lo <= hi <= 65535
     assert tw.tw_reuse() in (0, 1, 2)
     with pytest.raises(ValueError, match="a net.ipv4 sysctl name"):
@@ -169,3 +173,129 @@ def test_close_diagram_and_matrix() -> None:
         tw.close_diagram("both", after_first={}, after_second={}, timer_s=None)
     html = tw.matrix_html({(True, True): "restarted", (False, False): "EADDRINUSE"})
     assert html.count("<tr>") == 3 and "not run" in html
+
+
+# --------------------------------------------------------------------------- closing in order, port windows
+
+
+@pytest.mark.parametrize("first", ["client", "server"])
+def test_close_in_order_leaves_the_first_closer_in_time_wait(first: str) -> None:
+    client, server = tw.close_in_order(first)
+    closer, other = (client, server) if first == "client" else (server, client)
+    assert [r.state.name for r in socket_table(local=closer, remote=other)] == ["TIME_WAIT"]
+    assert socket_table(local=other, remote=closer) == []
+
+
+def test_close_in_order_with_linger_zero_leaves_nobody_waiting() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client, server = tw.close_in_order("client", listener=listener, linger_zero=True)
+        assert listener.fileno() != -1, "a listener that was passed in stays open"
+    assert socket_table(local=client, remote=server) == [] and socket_table(local=server, remote=client) == []
+
+
+def test_close_in_order_binds_the_port_it_is_given() -> None:
+    first, _ = tw.close_in_order("client")
+    again, _ = tw.close_in_order("client", client_port=first[1])  # SO_REUSEADDR: beside its own TIME_WAIT
+    assert again == first
+    with pytest.raises(ValueError, match=r"^first must be 'client' or 'server', got 'both'$"):
+        tw.close_in_order("both")
+
+
+def connect_until_refused(server: socket.socket, port_range: bytes | None, first: str, attempts: int) -> dict:
+    """The lesson's experiment: connect until refused, `first` closing each connection first."""
+    import errno
+    import socket
+
+    ports, failed = [], None
+    for attempt in range(1, attempts + 1):
+        with socket.socket() as client:
+            if port_range is not None:
+                client.setsockopt(socket.IPPROTO_IP, 51, port_range)
+            try:
+                client.connect(server.getsockname())
+            except OSError as exc:
+                failed = [attempt, errno.errorcode[exc.errno]]
+                break
+            conn, _ = server.accept()
+            with conn:
+                ports.append(client.getsockname()[1])
+                closer, other = (client, conn) if first == "client" else (conn, client)
+                closer.close()
+                other.recv(1)
+    return {"ports": ports, "failed": failed}
+
+
+def twice(server: socket.socket, port_range: bytes | None, n: int) -> dict:
+    """Calls the other experiment (sent along with `uses` into a namespace)."""
+    served = connect_until_refused(server, port_range, "server", n)  # leaves the client's ports free
+    return {"served": served, "filled": connect_until_refused(server, port_range, "client", n + 1)}
+
+
+def _ways() -> list:
+    return [pytest.param("socket option", marks=pytest.mark.skipif(not tw.has_port_range_option(),
+                                                                    reason="IP_LOCAL_PORT_RANGE needs Linux 6.3")),
+            pytest.param("namespace", marks=pytest.mark.skipif(not netns.support().available,
+                                                                reason="no private namespaces here"))]
+
+
+@pytest.mark.parametrize("way", _ways())
+def test_a_window_of_ports_runs_out_when_the_client_closes_first(way: str) -> None:
+    run = tw.run_in_port_window(connect_until_refused, size=4, way=way, first="client", attempts=6)
+    lo, hi = run.window
+    assert hi - lo == 3 and run.way == way and run.live
+    assert sorted(run.result["ports"]) == list(range(lo, hi + 1))
+    assert run.result["failed"] == [5, "EADDRNOTAVAIL"]
+    assert run.sysctls["tcp_timestamps"] in ("0", "1", "2"), run.sysctls  # man 7 tcp
+    if way == "socket option":  # read in this namespace: the same file we can read
+        assert run.sysctls["tcp_timestamps"] == Path("/proc/sys/net/ipv4/tcp_timestamps").read_text().strip()
+    if way == "namespace":  # the namespace's own range is the window
+        assert run.sysctls["ip_local_port_range"] == f"{lo} {hi}"
+    served = tw.run_in_port_window(connect_until_refused, size=4, way=way, first="server", attempts=10)
+    assert served.result["failed"] is None and len(served.result["ports"]) == 10
+    assert set(served.result["ports"]) <= set(range(served.window[0], served.window[1] + 1))
+
+
+@pytest.mark.parametrize("way", _ways())
+def test_an_experiment_may_call_the_functions_it_uses(way: str) -> None:
+    run = tw.run_in_port_window(twice, size=4, way=way, uses=[connect_until_refused], n=4)
+    assert run.result["served"] == {"ports": run.result["served"]["ports"], "failed": None}
+    assert run.result["filled"]["failed"] == [5, "EADDRNOTAVAIL"]
+
+
+def test_port_window_way_says_how_or_why_not() -> None:
+    way, why = tw.port_window_way()
+    assert way in (*tw.WINDOW_WAYS, None) and why
+    if tw.has_port_range_option():
+        assert way == "socket option" and "IP_LOCAL_PORT_RANGE" in why
+
+
+def test_run_in_port_window_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match=r"^size must be 1-1000 ports, got 0$"):
+        tw.run_in_port_window(connect_until_refused, size=0)
+    with pytest.raises(ValueError, match=r"^way must be one of \('socket option', 'namespace'\), got 'magic'$"):
+        tw.run_in_port_window(connect_until_refused, size=3, way="magic")
+    with pytest.raises(TypeError, match=r"^the experiment must be a function, got 5$"):
+        tw.run_in_port_window(5, size=3, way="socket option")  # type: ignore[arg-type]
+
+
+def test_window_runs_are_recorded_and_replayed_as_recordings(tmp_path) -> None:
+    live = tw.WindowRun("socket option", (40000, 40009), {"ports": [40000]}, {"tcp_tw_reuse": "2"}, "live, test")
+    path = str(tmp_path / "runs.json")
+    tw.save_window_runs({"one": live, "two": {"client": live}}, path, "on a test machine")
+    back = tw.load_window_runs(path)
+    assert back["one"].result == live.result and back["two"]["client"].window == (40000, 40009)
+    assert not back["one"].live and back["one"].source.startswith("RECORDED earlier: recorded by helpers.timewait")
+    with pytest.raises(ValueError, match="a recorded run cannot be recorded again"):
+        tw.save_window_runs({"one": back["one"]}, path, "again")
+    with pytest.raises(TypeError, match="stores WindowRuns"):
+        tw.save_window_runs({"one": 5}, path, "here")
+    (tmp_path / "bad.json").write_text('{"recorded": "x", "runs": {"one": [1]}}')
+    with pytest.raises(ValueError, match="not a recording made by save_window_runs"):
+        tw.load_window_runs(str(tmp_path / "bad.json"))
+
+
+@pytest.mark.parametrize("path", ["07-ports.json"])
+def test_the_lessons_recorded_windows_load(path: str) -> None:
+    runs = tw.load_window_runs(str(ROOT / "notebooks" / "recorded" / path))
+    assert runs["exhausted"]["client"].result["failed"][:2] == [11, "EADDRNOTAVAIL"]
+    assert not runs["retried"].live

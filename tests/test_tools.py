@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import fallback_checks
 import pytest
 
 from helpers import addresses, netns, observe, servers, tools
@@ -196,6 +200,9 @@ def test_ping_loopback_or_explain_why_not() -> None:
     assert len(result.received) == 5 and all(0 < r < 1000 for r in result.received)
     if result.kind == "raw":
         assert set(result.idents) == {result.sent_ident}  # a raw socket sends our identifier as built
+        assert {t for t, _ in result.seen} == {0, 8}  # it reads our requests (type 8) as well as the replies
+    else:
+        assert {t for t, _ in result.seen} == {0}
 
 
 @pytest.mark.parametrize(
@@ -236,3 +243,105 @@ def test_ping_over_a_datagram_socket_in_a_private_namespace() -> None:
     if os.geteuid() != 0:  # a normal user holds no CAP_NET_RAW outside, so this was the datagram socket
         assert answer["kind"] == "datagram"
     assert answer["received"] == 3 and len(set(answer["idents"])) == 1
+
+
+def test_a_ping_run_is_recorded_and_shown_labelled(tmp_path: Path) -> None:
+    recorded = tools.load_recording("recorded/06-tools-ping.json")  # the lesson's recording
+    assert not recorded.live and fallback_checks.RECORDED.search(recorded.source), recorded.source
+    assert recorded.kind == "datagram" and len(recorded.received) == 20 and set(recorded.seen) == {(0, 0)}
+    assert len(set(recorded.idents)) == 1 and recorded.idents[0] != recorded.sent_ident  # the kernel's identifier
+    with pytest.raises(ValueError, match=r"^this run is itself a recording; record a live one$"):
+        tools.save_recording(recorded, tmp_path / "again.json", "in a test")
+    with pytest.raises(TypeError, match=r"^save_recording\(\) needs the PingResult that ping\(\) returned, got dict$"):
+        tools.save_recording(recorded.to_json(), tmp_path / "again.json", "in a test")  # type: ignore[arg-type]
+    (tmp_path / "other.json").write_text('{"recorded": "x"}')
+    with pytest.raises(ValueError, match=r"other\.json is not a recording made by tools\.save_recording\(\): "
+                                         r"KeyError: 'ping'$"):
+        tools.load_recording(tmp_path / "other.json")
+    try:
+        live = tools.ping("127.0.0.1", count=3, interval_s=0)
+    except tools.PingUnavailable as exc:
+        pytest.skip(f"no live ping here to record: {exc}")
+    with pytest.raises(TypeError, match=r"^where must say where it was recorded \(machine\) as a non-empty str"):
+        tools.save_recording(live, tmp_path / "ping.json", "")
+    tools.save_recording(live, tmp_path / "ping.json", "in a test")
+    again = tools.load_recording(tmp_path / "ping.json")
+    assert re.fullmatch(r"RECORDED earlier: recorded by helpers\.tools\.ping\(\) in a test, \d{4}-\d\d-\d\d "
+                        r"\d\d:\d\d UTC, Linux \S+", again.source), again.source
+    assert (again.kind, again.rtts_ms, again.idents, again.sent_ident, again.seen) == (
+        live.kind, live.rtts_ms, live.idents, live.sent_ident, live.seen)
+
+
+# --------------------------------------------------------------------------- the real tools
+
+READY_THEN_ECHO = (  # a stand-in for tcpdump: says it is ready, prints each line it is sent, stops on Ctrl-C
+    "import sys, time\n"
+    "print('listening on stdin', file=sys.stderr, flush=True)\n"
+    "try:\n"
+    "    for n in range(1000):\n"
+    "        print(f'tick {n}', flush=True)\n"
+    "        time.sleep(0.05 if n < 3 else 10)\n"
+    "except KeyboardInterrupt:\n"
+    "    print('stopped', file=sys.stderr, flush=True)\n"
+)
+
+
+@pytest.fixture
+def python(monkeypatch: pytest.MonkeyPatch) -> str:
+    """This interpreter's program name, with its folder first on PATH: ./course runs the venv's
+    python without activating the venv, and a normal user's PATH may have no `python` at all."""
+    monkeypatch.setenv("PATH", os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    return os.path.basename(sys.executable)
+
+
+def test_run_tool_runs_a_real_program_and_says_when_one_is_missing(python: str) -> None:
+    run = tools.run_tool(python, "-c", "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)")
+    assert run.found and run.returncode == 3 and run.stdout == "out\n" and run.stderr == "err\n" and not run.ok
+    assert run.show().endswith("[stderr] err\n[exit status 3]")
+    missing = tools.run_tool("no-such-tool-here", "-x")
+    assert not missing.found and missing.show() == "$ no-such-tool-here -x\n(no-such-tool-here is not installed here)"
+    assert tools.find_tool("no-such-tool-here") is None and tools.find_tool(python)
+    with pytest.raises(TimeoutError, match=r"did not finish within 0.2 s"):
+        tools.run_tool(python, "-c", "import time; time.sleep(5)", timeout_s=0.2)
+    with pytest.raises(ValueError, match=r"^a program name such as 'ss' or 'lsof', got 'ss; rm'$"):
+        tools.run_tool("ss; rm")
+
+
+def test_tool_output_is_filtered_keeping_the_header() -> None:
+    run = tools.ToolRun("t", True, 0, "State Port\nLISTEN :5000\nESTAB :6000\nESTAB :5000\n")
+    assert run.lines(":5000") == ["State Port", "LISTEN :5000", "ESTAB :5000"]
+    assert run.show(":6000") == "$ t\nState Port\nESTAB :6000"
+
+
+def test_run_tool_during_waits_until_ready_then_stops_the_tool(python: str) -> None:
+    calls = []
+    before = set(threading.enumerate())
+    run, result = tools.run_tool_during(python, "-c", READY_THEN_ECHO, ready="listening on",
+                                        action=lambda: calls.append(1) or "acted", quiet_s=0.3)
+    assert result == "acted" and calls == [1]
+    assert run.stdout.splitlines()[:3] == ["tick 0", "tick 1", "tick 2"], run.stdout
+    assert "stopped" in run.stderr and run.returncode == 0, run  # SIGINT, as Ctrl-C
+    assert set(threading.enumerate()) == before
+
+
+def test_run_tool_during_skips_the_action_when_the_tool_cannot_start(python: str) -> None:
+    calls = []
+    run, result = tools.run_tool_during(python, "-c", "import sys; print('no permission', file=sys.stderr); "
+                                        "sys.exit(1)", ready="listening on", action=lambda: calls.append(1))
+    assert (result, calls, run.returncode) == (None, [], 1) and "no permission" in run.stderr
+    run, result = tools.run_tool_during("no-such-tool-here", ready="x", action=lambda: calls.append(1))
+    assert not run.found and result is None and calls == []
+    with pytest.raises(TypeError, match="action must be a function"):
+        tools.run_tool_during(python, ready="x", action=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(tools.find_tool("nstat") is None, reason="nstat (iproute2) is not installed here")
+def test_nstat_increments_cover_exactly_one_experiment() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with tools.NstatIncrements("TcpActiveOpens") as nstat:
+            for _ in range(4):
+                socket.create_connection(listener.getsockname()).close()
+    assert nstat.run is not None and nstat.run.ok and nstat.values["TcpActiveOpens"] >= 4, nstat.run
+    assert set(nstat.values) == {"TcpActiveOpens"}
+    history = nstat._env["NSTAT_HISTORY"]
+    assert not os.path.exists(history), "the private history file is removed"

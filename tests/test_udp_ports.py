@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 
 import pytest
@@ -42,9 +43,10 @@ def test_table_reports_queued_bytes() -> None:
     assert row.inode == inode and row.recv_q > 0  # rx_queue counts buffer memory, not payload bytes
 
 
-@pytest.mark.parametrize("port", [-1, 65536, "53", True])
-def test_port_is_validated(port) -> None:
-    with pytest.raises(ValueError, match=r"^port must be an int in 0-65535, got "):
+@pytest.mark.parametrize(("port", "error"), [(-1, ValueError), (65536, ValueError), ("53", TypeError),
+                                           (True, TypeError)])
+def test_port_is_validated(port, error) -> None:
+    with pytest.raises(error, match=r"^port must be an int in 0-65535, got "):
         udp_ports.udp_table(port)
 
 
@@ -135,3 +137,27 @@ def test_table_lists_every_socket_of_a_crowded_namespace() -> None:
     finally:
         for s in socks:
             s.close()
+
+
+def test_an_admitted_sender_gets_through_and_a_refused_send_sent_nothing() -> None:
+    """Lesson 11's receiver-side evidence: the port opens to our socket once the first
+    datagram's ICMP error is stored; the next send() is refused and sends nothing."""
+    with udp_ports.unreachable_port() as nobody, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        sock.connect(nobody.address)
+        sock.send(b"1")
+        assert select.select([sock], [], [], 2.0)[0], "the ICMP error makes the socket readable"
+        nobody.admit(sock.getsockname())
+        with pytest.raises(ConnectionRefusedError):
+            sock.send(b"2")
+        sock.send(b"3")
+        other.sendto(b"not admitted", nobody.address)
+        assert nobody.received() == [b"3"]
+
+
+def test_admit_needs_an_ip_and_port() -> None:
+    with udp_ports.unreachable_port() as nobody:
+        with pytest.raises(TypeError, match=r"^sender must be a \(host, port\) tuple"):
+            nobody.admit("127.0.0.1:80")
+        with pytest.raises(ValueError, match=r"^quiet_s must be a number of seconds in \(0, 10\], got 0$"):
+            nobody.received(quiet_s=0)

@@ -10,26 +10,23 @@ empty) and hands each new socket to ``on_connection(sock, address)``.
 **Out of file descriptors.** accept() fails with EMFILE (this process has
 RLIMIT_NOFILE fds open) or ENFILE (the whole system is out). The connection stays in the
 kernel's queue, so the listening socket stays readable, and a level-triggered loop would
-spin at 100 % CPU retrying. Like asyncio, the acceptor instead stops watching the
-listener for ``retry_delay_s`` (asyncio: ``ACCEPT_RETRY_DELAY`` = 1 s), lets the existing
-connections finish and free fds, then watches it again. ``paused`` counts those pauses.
+spin at 100 % CPU retrying. The course's one accept policy (``helpers.core.accept``, which
+also does the draining), like asyncio's: stop watching the listener for ``retry_delay_s``
+(asyncio's ``ACCEPT_RETRY_DELAY``, 1 s), let the existing connections finish and free fds,
+then watch it again. ``paused`` counts those pauses.
 """
 
 from __future__ import annotations
 
-import errno
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from ..core.accept import RETRY_DELAY_S, accept_ready
 from .channel import Channel
 from .loop import EventLoop
 
 __all__ = ["Acceptor", "RETRY_DELAY_S"]
-
-#: How long to stop accepting after EMFILE/ENFILE (asyncio's constants.ACCEPT_RETRY_DELAY).
-RETRY_DELAY_S = 1.0
-_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 class Acceptor:
@@ -51,20 +48,12 @@ class Acceptor:
 
     def handle_accept(self) -> None:
         """Accept up to `backlog` queued connections; pause on EMFILE/ENFILE."""
-        for _ in range(self.backlog):
-            try:
-                sock, address = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return  # the accept queue is empty
-            except ConnectionAbortedError:
-                continue  # the client gave up (RST) while queued: take the next one
-            except OSError as exc:
-                if exc.errno in _OUT_OF_RESOURCES:
-                    self._pause()
-                    return
-                raise
+        connections, starved = accept_ready(self.listener, self.backlog)
+        for sock, address in connections:
             self.accepted += 1
             self.on_connection(sock, address)
+        if starved:  # no descriptor for a new socket: stop watching the listener for a while
+            self._pause()
 
     def _pause(self) -> None:
         self.paused += 1

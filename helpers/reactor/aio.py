@@ -22,13 +22,17 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import servers as _servers
-from ..servers import THREAD_PREFIX, ServerError
+from ..core import checks, registry
+from ..core.accept import asyncio_listener, asyncio_paused
+from ..core.registry import THREAD_PREFIX
+from ..servers import ServerError
 from .http import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEAD_BYTES, MAX_KEPT_ERRORS, Router, ServerSession, demo_router
 from .httpserver import DEFAULT_IDLE_TIMEOUT_S, check_idle_timeout
 from .server import listening_socket
 
 __all__ = ["AsyncioHttpProtocol", "AsyncioHttpServer"]
+
+BACKLOG = 1024  # listen() backlog, as the reactor's TcpServer
 
 
 class AsyncioHttpProtocol(asyncio.Protocol):
@@ -104,16 +108,16 @@ class AsyncioHttpServer:
         self.timeouts = 0
         self.transports: set[Any] = set()
         self.errors: list[BaseException] = []
-        self.listener = listening_socket(host, port, backlog=1024)
+        self.listener = asyncio_listener(listening_socket(host, port, backlog=BACKLOG))
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self.name = f"{self.kind}:{self.address[1]}"
+        self.paused = 0  # accept() out of descriptors: asyncio paused accepting (core.accept)
         self.loop = asyncio.new_event_loop()
-        self.loop.set_exception_handler(lambda loop, ctx: self.errors.append(ctx.get("exception")
-                                                                             or RuntimeError(ctx["message"])))
+        self.loop.set_exception_handler(self._on_loop_error)
         self._server: asyncio.AbstractServer | None = None
         self._stopped = False
         self._thread: threading.Thread | None = None
-        _servers.register(self)
+        registry.register(self)
         if start:
             ready: concurrent.futures.Future[None] = concurrent.futures.Future()
             self._thread = threading.Thread(target=self._run, args=(ready,), name=f"{THREAD_PREFIX}-{self.name}",
@@ -121,11 +125,19 @@ class AsyncioHttpServer:
             self._thread.start()
             ready.result(timeout=10)
 
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Where asyncio would log an error (from a background thread: never print)."""
+        if asyncio_paused(context):
+            self.paused += 1
+            return
+        self.errors.append(context.get("exception") or RuntimeError(context["message"]))
+
     def _factory(self) -> AsyncioHttpProtocol:
         return AsyncioHttpProtocol(self.router, self.idle_timeout_s, self, **self.limits)
 
     async def _start(self) -> None:
-        self._server = await self.loop.create_server(self._factory, sock=self.listener)
+        # create_server() calls listen() again, with backlog=100 unless told: keep the listener's.
+        self._server = await self.loop.create_server(self._factory, sock=self.listener, backlog=BACKLOG)
 
     def _run(self, ready: concurrent.futures.Future[None] | None = None) -> None:
         asyncio.set_event_loop(self.loop)
@@ -158,7 +170,10 @@ class AsyncioHttpServer:
         return not self._stopped
 
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
-        """Stop the loop, close every connection and the listener, join the thread. Idempotent."""
+        """Stop the loop, close every connection and the listener, join the thread. Idempotent.
+        TypeError/ValueError, before stopping anything, if `timeout_s` is not a number of seconds
+        in [0, 600]."""
+        checks.seconds("timeout_s", timeout_s, high=600, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             if not self.loop.is_closed():
@@ -169,7 +184,7 @@ class AsyncioHttpServer:
             if self._thread is not None:
                 self._thread.join(timeout_s)
             self.listener.close()
-            _servers.unregister(self)
+            registry.unregister(self)
             if self._thread is not None and self._thread.is_alive():
                 raise RuntimeError(f"{self._thread.name} still running after {timeout_s} s")
         if raise_errors and self.errors:

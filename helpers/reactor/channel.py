@@ -27,7 +27,8 @@ WRITE = select.EPOLLOUT  # 4, the same value as select.POLLOUT
 ERROR = select.EPOLLERR | select.EPOLLHUP
 
 
-def _nothing() -> None:
+def no_callback() -> None:
+    """A channel's callback for an event nobody handles: do nothing."""
     return None
 
 
@@ -36,8 +37,8 @@ class Channel:
 
     __slots__ = ("fd", "events", "on_read", "on_write", "registered")
 
-    def __init__(self, fd: int, *, on_read: Callable[[], None] = _nothing,
-                 on_write: Callable[[], None] = _nothing, events: int = READ):
+    def __init__(self, fd: int, *, on_read: Callable[[], None] = no_callback,
+                 on_write: Callable[[], None] = no_callback, events: int = READ):
         if isinstance(fd, bool) or not isinstance(fd, int):
             raise TypeError(f"fd must be an int (a file descriptor: sock.fileno()), got {type(fd).__name__} {fd!r}")
         if fd < 0:

@@ -4,7 +4,10 @@ Theory of operation. A ``TcpConnection`` (yolanda's ``tcp_connection``, asyncio'
 ``_SelectorSocketTransport``) owns one connected non-blocking socket, its channel, and two
 buffers, and talks to a *protocol* object through four calls:
 ``connection_made(conn)``, ``data_received(view)``, ``eof_received() -> bool`` and
-``connection_lost(exc)``. The protocol never sees the socket.
+``connection_lost(exc)``, plus, if it defines it, ``write_completed()``. The protocol never
+sees the socket. These are yolanda's four callbacks (connection completed, message, write
+completed, connection closed) with Python names, and asyncio's ``eof_received`` for the
+half-close.
 
 **Reading.** On READ readiness: one ``recv_into`` the loop's preallocated input ``Buffer``
 (one per loop, not per connection: callbacks of one loop never run at the same time, so
@@ -25,8 +28,15 @@ protocol's ``eof_received()`` decides whether to keep our side open (half-close,
    for WRITE (a level-triggered loop would otherwise wake on every iteration).
 
 Order is kept: while the output buffer holds bytes, new data is appended behind them,
-never sent ahead. If the output buffer grows past ``high_water`` bytes (the peer does not
-read), we stop reading from it (backpressure) until it drains.
+never sent ahead. **Write completed**: once everything written so far is in the kernel
+(the output buffer is empty again), the protocol's ``write_completed()`` runs, from the
+loop, never from inside ``write()``: when ``write()`` sent all at once it is queued with
+``call_soon`` (as muduo does), so a protocol that writes its next chunk there cannot
+recurse without end. A protocol that sends much (a file) writes one chunk, then the next
+from ``write_completed()``, and never holds more than a chunk in memory.
+
+If the output buffer grows past ``high_water`` bytes (the peer does not read), we stop
+reading from it (backpressure) until it drains.
 
 **Closing.** ``close()`` is graceful: stop reading, send what is buffered, then close.
 ``shutdown_write()`` sends FIN after the buffer drains and keeps reading (half-close).
@@ -40,10 +50,10 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-from .channel import READ, WRITE, Channel, _nothing
+from .channel import READ, WRITE, Channel, no_callback
 from .loop import EventLoop
 
-__all__ = ["StreamProtocol", "TcpConnection", "DEFAULT_HIGH_WATER"]
+__all__ = ["BaseProtocol", "StreamProtocol", "TcpConnection", "DEFAULT_HIGH_WATER"]
 
 #: Stop reading a peer whose unsent answers exceed this many bytes (asyncio's default
 #: write high-water mark is 64 KiB; we allow 1 MiB before pausing).
@@ -57,6 +67,35 @@ class StreamProtocol(Protocol):
     def data_received(self, data: memoryview) -> None: ...
     def eof_received(self) -> bool: ...
     def connection_lost(self, exc: BaseException | None) -> None: ...
+    # optional: def write_completed(self) -> None: everything written so far is in the kernel
+
+
+class BaseProtocol:
+    """A protocol to derive from: it keeps the connection, ignores data, closes on EOF.
+
+    Override what your protocol needs (all run in the connection's loop thread, one at a
+    time): ``connection_made(conn)`` (call ``super().connection_made(conn)`` or keep `conn`
+    yourself), ``data_received(data)`` (a memoryview valid during the call only: copy what
+    you keep), ``write_completed()`` (what you wrote is all in the kernel), ``eof_received()``
+    (True keeps our side open) and ``connection_lost(exc)`` (None: a clean close).
+    """
+
+    conn: TcpConnection | None = None
+
+    def connection_made(self, conn: TcpConnection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: memoryview) -> None:
+        pass
+
+    def write_completed(self) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        pass
 
 
 class TcpConnection:
@@ -80,6 +119,9 @@ class TcpConnection:
         self._closing = False  # close() called: finish once the output buffer is empty
         self._shut_wr = False  # shutdown_write() called
         self._reading = True
+        self._on_write_completed = getattr(protocol, "write_completed", None)
+        self._completion_queued = False
+        self.writes_completed = 0
         self.channel = Channel(sock.fileno(), on_read=self._handle_read, on_write=self._handle_write)
         loop.add_channel(self.channel)
         protocol.connection_made(self)
@@ -142,6 +184,9 @@ class TcpConnection:
                 return
             self.bytes_out += n
             if n == len(data):
+                if self._on_write_completed is not None and not self._completion_queued:
+                    self._completion_queued = True  # one call for several writes sent at once
+                    self.loop.call_soon(self._write_completed)  # from the loop, not from inside write()
                 return
             self.outbuf += memoryview(data)[n:]
             self.channel.events |= WRITE
@@ -167,10 +212,24 @@ class TcpConnection:
         self.loop.update_channel(self.channel)
         if self._closing:
             self._finish(None)
-        elif self._shut_wr:
+            return
+        if self._shut_wr:
             self._send_fin()
         elif not self._reading:
             self.resume_reading()
+        self._write_completed()
+
+    def _write_completed(self) -> None:
+        """Tell the protocol that its output is all in the kernel (if it asked, and still open)."""
+        self._completion_queued = False
+        if self._on_write_completed is None or self.closed or self.outbuf:
+            return
+        self.writes_completed += 1
+        try:
+            self._on_write_completed()
+        except Exception as exc:  # noqa: BLE001 - a protocol bug closes this connection only
+            self.loop.on_error(exc)
+            self._finish(exc)
 
     # -- closing -----------------------------------------------------------------------------
     def shutdown_write(self) -> None:
@@ -214,8 +273,8 @@ class TcpConnection:
         if self.on_closed is not None:
             self.on_closed(self)
         # break the cycles (conn -> channel -> bound methods -> conn) so memory returns at once
-        self.channel.on_read = self.channel.on_write = _nothing
-        self.on_closed = None
+        self.channel.on_read = self.channel.on_write = no_callback
+        self.on_closed = self._on_write_completed = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "closing" if self._closing else "open"

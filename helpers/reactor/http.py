@@ -24,7 +24,8 @@ Limits make it safe against a hostile peer, each answered with its own status:
   (``max_head_bytes`` + the 3 bytes of an unfinished CRLF CRLF), not when it finally comes;
 * a ``Content-Length`` above ``max_body_bytes`` -> 413, before any body byte is stored;
 * anything malformed (a bad request line, a header without a colon, a bad or duplicate
-  Content-Length, bare-LF line ends) -> 400; ``Transfer-Encoding`` (chunked bodies) -> 501
+  Content-Length, bare-LF line ends, an HTTP/1.1 request without exactly one ``Host``
+  header, RFC 9112 section 3.2) -> 400; ``Transfer-Encoding`` (chunked bodies) -> 501
   (RFC 9112 section 6.1: a server that does not understand a transfer coding answers 501);
   an HTTP version other than 1.0 or 1.1 -> 505.
 
@@ -55,6 +56,7 @@ __all__ = [
     "render_response",
     "Router",
     "ServerSession",
+    "BodyLengthRule",
     "demo_router",
 ]
 
@@ -135,10 +137,15 @@ class RequestParser:
     """
 
     def __init__(self, *, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, body_length: BodyLengthRule | None = None):
         for name, value in (("max_head_bytes", max_head_bytes), ("max_body_bytes", max_body_bytes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if body_length is not None and not callable(body_length):
+            raise TypeError(f"body_length must be None or a function (Content-Length values) -> int, "
+                            f"got {type(body_length).__name__} {body_length!r:.60}")
+        #: None: the rule below (RFC 9110 section 8.6); else body_length(values) -> int, raising HttpError
+        self.body_length = body_length
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
         self._buf = bytearray()
@@ -199,13 +206,17 @@ class RequestParser:
         headers: list[tuple[bytes, bytes]] = []
         length: int | None = None
         connection = b""
+        hosts = 0
+        lengths: list[str] = []  # every Content-Length value, for a body_length rule
         for line in lines[1:]:
             h = _HEADER.fullmatch(line)
             if h is None:
                 raise HttpError(400, f"malformed header line {line[:60]!r}")
             name, value = h.group(1).lower(), h.group(2)
             headers.append((name, value))
-            if name == b"content-length":
+            if name == b"content-length" and self.body_length is not None:
+                lengths.append(value.decode("latin-1"))
+            elif name == b"content-length":
                 if not value.isdigit() or len(value) > 18:
                     raise HttpError(400, f"Content-Length must be a decimal number, got {value[:30]!r}")
                 if length is not None and int(value) != length:
@@ -215,18 +226,46 @@ class RequestParser:
                 raise HttpError(501, "Transfer-Encoding (e.g. chunked) is not supported; send Content-Length")
             elif name == b"connection":
                 connection += b"," + value.lower()
+            elif name == b"host":
+                hosts += 1
+        if version == "1.1" and hosts != 1:
+            # RFC 9112 section 3.2: a server MUST answer 400 to an HTTP/1.1 request that lacks
+            # Host or has more than one (an HTTP/1.0 client may leave it out).
+            raise HttpError(400, f"an HTTP/1.1 request needs exactly one Host header, got {hosts}")
+        if self.body_length is not None:
+            length = self._ask_body_length(lengths)
         length = length or 0
         if length > self.max_body_bytes:
             raise HttpError(413, f"body of {length} bytes, limit {self.max_body_bytes}")
         if connection:
             tokens = {t.strip() for t in connection.split(b",")}
-            keep_alive = b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
+            # RFC 9112 section 9.3: "close" first, whatever the version; then 1.1 persists, 1.0 if "keep-alive"
+            keep_alive = b"close" not in tokens and (version == "1.1" or b"keep-alive" in tokens)
         else:
             keep_alive = version == "1.1"
         request = Request(method.decode("ascii"), target.decode("latin-1"), version, headers,
                           keep_alive=keep_alive)
         return request, length
 
+
+    def _ask_body_length(self, values: list[str]) -> int:
+        """The body_length rule's answer: its HttpError goes to the peer; any other failure, or an
+        answer that is not an int >= 0, is our bug, raised as TypeError/ValueError."""
+        try:
+            length = self.body_length(values)  # type: ignore[misc]
+        except HttpError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"the body_length rule raised {type(exc).__name__}: {exc} on {values!r:.80}; "
+                             "refuse a bad value with HttpError(400, reason)") from exc
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise TypeError(f"the body_length rule must return an int >= 0, got {length!r:.60} for {values!r:.80}")
+        return length
+
+
+#: A Content-Length rule: every value of the header in one request (as sent, OWS trimmed; an
+#: empty list without one) -> the body's length; raise HttpError(400, ...) to refuse them.
+BodyLengthRule = Callable[[list[str]], int]
 
 _date_cache = [0, ""]
 
@@ -360,18 +399,21 @@ class ServerSession:
     ``receive(data)`` returns ``(out, close)``: the bytes to send (answers to every complete
     request in `data`, in order) and whether to close the connection once they are sent.
     ``receive(b"")`` means the peer closed its side. ``requests`` counts answered requests.
+    `body_length` replaces the parser's Content-Length rule (``RequestParser``).
     A route that raises, or returns something ``render_response`` refuses, is answered
     with 500 (the exception is kept in ``errors``); whatever the peer sends, this method
     never raises (only TypeError if `data` is not bytes: a bug in the I/O layer).
     """
 
     def __init__(self, router: Router, *, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, errors: deque[BaseException] | None = None):
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, errors: deque[BaseException] | None = None,
+                 body_length: BodyLengthRule | None = None):
         if not callable(getattr(router, "route", None)):
             raise TypeError(f"router must be a Router (an object with route(request)), got "
                             f"{type(router).__name__} {router!r:.60}")
         self.router = router
-        self.parser = RequestParser(max_head_bytes=max_head_bytes, max_body_bytes=max_body_bytes)
+        self.parser = RequestParser(max_head_bytes=max_head_bytes, max_body_bytes=max_body_bytes,
+                                    body_length=body_length)
         self.requests = 0
         self.closing = False
         #: the latest route exceptions; a server passes one deque shared by all its sessions

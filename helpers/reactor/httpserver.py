@@ -24,13 +24,14 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import checks
+from ..core import checks
 from .connection import TcpConnection
 from .dispatcher import DEFAULT_BACKEND
 from .http import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_HEAD_BYTES,
     MAX_KEPT_ERRORS,
+    BodyLengthRule,
     Router,
     ServerSession,
     demo_router,
@@ -65,7 +66,7 @@ class HttpProtocol:
 
     __slots__ = ("router", "session", "conn", "idle_timeout_s", "progress", "timer", "stats", "limits")
 
-    def __init__(self, router: Router, *, idle_timeout_s: float, stats: _Stats, **limits: int):
+    def __init__(self, router: Router, *, idle_timeout_s: float, stats: _Stats, **limits: Any):
         self.router = router
         self.idle_timeout_s = idle_timeout_s
         self.stats = stats
@@ -122,20 +123,25 @@ class HttpServer(TcpServer):
 
     `router` answers requests (default: ``demo_router()``, GET / and POST /echo);
     `threads` is the number of sub-reactors (0: the main reactor serves too);
-    `idle_timeout_s` closes connections that do not complete a request in time.
+    `idle_timeout_s` closes connections that do not complete a request in time;
+    `body_length`, a function (the Content-Length values of a request) -> int, replaces the
+    parser's Content-Length rule (lesson 19's exercise; see ``RequestParser``).
     """
 
     kind = "http-reactor"
 
     def __init__(self, router: Router | None = None, *, threads: int = 0, backend: str = DEFAULT_BACKEND,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **kwargs: Any):
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, body_length: BodyLengthRule | None = None,
+                 **kwargs: Any):
         check_idle_timeout(idle_timeout_s)
         self.router = router if router is not None else demo_router()
         self.stats = _Stats()
         self.idle_timeout_s = idle_timeout_s
-        limits = {"max_head_bytes": max_head_bytes, "max_body_bytes": max_body_bytes}
-        ServerSession(self.router, **limits)  # check the limits here, not in a loop thread
+        limits: dict[str, Any] = {"max_head_bytes": max_head_bytes, "max_body_bytes": max_body_bytes}
+        if body_length is not None:
+            limits["body_length"] = body_length
+        ServerSession(self.router, **limits)  # check the limits and the rule here, not in a loop thread
 
         def factory() -> HttpProtocol:
             return HttpProtocol(self.router, idle_timeout_s=idle_timeout_s, stats=self.stats, **limits)

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .. import checks
+from ..core import checks
 from .buffer import DEFAULT_CAPACITY, Buffer
 from .channel import READ, Channel
 from .dispatcher import DEFAULT_BACKEND, make_dispatcher

@@ -25,8 +25,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .. import servers as _servers
-from ..servers import THREAD_PREFIX, ServerError, listening_socket
+from ..core import checks, registry
+from ..core.registry import THREAD_PREFIX
+from ..servers import ServerError, listening_socket
 from .acceptor import Acceptor
 from .connection import StreamProtocol, TcpConnection
 from .dispatcher import DEFAULT_BACKEND
@@ -73,7 +74,7 @@ class TcpServer:
             loop.on_stop(lambda loop=loop: self._close_all(loop))
         self.acceptor = Acceptor(self.main_loop, self.listener, self._on_connection, backlog=backlog)
         self.main_loop.on_stop(self.acceptor.close)
-        _servers.register(self)  # so servers.stop_all() and the leak checks see it
+        registry.register(self)  # so stop_all() and the leak checks see it
         if start:
             self._main_thread = threading.Thread(target=self.main_loop.run, name=f"{THREAD_PREFIX}-{self.name}-main",
                                                  daemon=True)
@@ -90,7 +91,7 @@ class TcpServer:
             self._stopped = True
             self.pool.stop()
             self.listener.close()
-            _servers.unregister(self)
+            registry.unregister(self)
 
     # -- in the main loop's thread ---------------------------------------------------------------
     def _on_connection(self, sock: socket.socket, address: Any) -> None:
@@ -128,6 +129,11 @@ class TcpServer:
         """True until stop() is called."""
         return not self._stopped
 
+    @property
+    def paused(self) -> int:
+        """How many times accept() ran out of file descriptors and the acceptor paused."""
+        return self.acceptor.paused
+
     def open_connections(self) -> int:
         """Connections currently open (a snapshot; the loops may change it meanwhile)."""
         return sum(len(c) for c in self.connections.values())
@@ -135,8 +141,11 @@ class TcpServer:
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Close the listener and every connection, end every loop and join every thread.
 
-        Safe to call twice. Raises ServerError for exceptions protocol code raised.
+        Safe to call twice. Raises ServerError for exceptions protocol code raised, and
+        TypeError/ValueError, before stopping anything, if `timeout_s` is not a number of
+        seconds in [0, 600].
         """
+        checks.seconds("timeout_s", timeout_s, high=600, zero_ok=True)
         if not self._stopped:
             self._stopped = True
             self.main_loop.stop()  # first: no more connections are handed out
@@ -148,7 +157,7 @@ class TcpServer:
             if not self.listener._closed:  # never started: close it here
                 self.listener.close()
             self.main_loop.close()
-            _servers.unregister(self)
+            registry.unregister(self)
             if self._main_thread is not None and self._main_thread.is_alive():
                 raise RuntimeError(f"{self._main_thread.name} still running after {timeout_s} s")
         if raise_errors and self.errors:

@@ -215,7 +215,7 @@ class _BlockingModel:
         with self._lock:
             self._conns.add(conn)
         if self._stopping.is_set():  # stop() may have missed it: unblock it here
-            conn.shutdown(socket.SHUT_RDWR)
+            shut_down([conn])  # (a peer that already reset it makes shutdown() fail: nothing to unblock)
         self._thread(self._serve, f"conn{self._accepted}", conn)
 
     def _serve(self, conn: socket.socket) -> None:
@@ -323,13 +323,17 @@ class ThreadPool(_BlockingModel):
         super()._start()
 
     def _take(self, conn: socket.socket) -> None:
-        """Queue one accepted connection for the next free worker."""
-        if self._stopping.is_set():
-            conn.close()
-            return
+        """Queue one accepted connection for the next free worker.
+
+        Listed first, then checked: stop() sets the flag before it lists the connections to
+        shut down, so a connection it missed is shut down here (checking first would let one
+        slip between the check and the list, and a worker would wait on it forever).
+        """
         conn.setblocking(True)
         with self._lock:
             self._conns.add(conn)
+        if self._stopping.is_set():
+            shut_down([conn])  # its worker reads b"" at once; a queued one is closed by stop()
         self.queue.put(conn)
 
     def _worker(self) -> None:

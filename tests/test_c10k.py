@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -179,6 +180,37 @@ def test_stop_unblocks_thread_models_with_idle_clients() -> None:
         for s in idle:
             assert s.recv(1) == b""  # the server closed its end
             s.close()
+
+
+def test_a_connection_the_pool_takes_while_stopping_is_not_left_with_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The acceptor hands a connection over just as stop() looks for connections to shut down:
+    stop() must still unblock the worker that gets it. This forces the one interleaving where
+    the hand-over starts before stop() and ends after stop() took its list."""
+    snapshot_taken = threading.Event()
+    real_setblocking, real_shut_down = socket.socket.setblocking, c10k.shut_down
+
+    def slow_setblocking(self: socket.socket, flag: bool) -> None:  # the acceptor, inside _take()
+        if threading.current_thread().name.endswith("-acceptor") and not snapshot_taken.is_set():
+            snapshot_taken.wait(5)
+        real_setblocking(self, flag)
+
+    def slow_shut_down(conns: list[socket.socket]) -> None:  # stop(), between its list and the workers' None
+        snapshot_taken.set()
+        time.sleep(0.3)  # the acceptor finishes its hand-over in here
+        real_shut_down(conns)
+
+    monkeypatch.setattr(socket.socket, "setblocking", slow_setblocking)
+    monkeypatch.setattr(c10k, "shut_down", slow_shut_down)
+    srv = c10k.ThreadPool("echo", workers=2)
+    with socket.create_connection(srv.address, timeout=5) as client:
+        deadline = time.monotonic() + 5
+        while srv.accepted < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "threads still running" would be the bug
+            srv.stop(timeout_s=2)
+        assert not [t for t in threading.enumerate() if t.name.startswith(f"course-server-{srv.name}")]
+        assert client.recv(1) == b""  # the server closed its end
 
 
 def test_bad_arguments_are_refused_clearly() -> None:

@@ -269,12 +269,15 @@ class _BlockingModel:
                 self._wake_w.send(b"x")
             except OSError:
                 pass
-            self._shutdown()
             deadline = time.monotonic() + timeout_s
-            with self._lock:
-                threads = list(self._threads)
-            for thread in threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
+            # Two passes: the acceptor may start one last connection's thread after we
+            # looked; once the acceptor has exited (joined in the first pass), nothing new starts.
+            for _ in range(2):
+                self._shutdown()
+                with self._lock:
+                    threads = list(self._threads)
+                for thread in threads:
+                    thread.join(max(0.0, deadline - time.monotonic()))
             stuck = [t.name for t in threads if t.is_alive()]
             self.listener.close()
             self._wake_r.close()

@@ -213,6 +213,40 @@ def test_a_connection_the_pool_takes_while_stopping_is_not_left_with_a_worker(mo
         assert client.recv(1) == b""  # the server closed its end
 
 
+def test_a_connection_thread_started_while_stopping_is_joined(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The acceptor starts one last connection's thread after stop() listed the threads to
+    join: stop() must still wait for it. Forced here: the acceptor's hand-over is held until
+    stop() joins the acceptor, and the connection's thread takes 0.2 s to finish."""
+    joining = threading.Event()
+    real_setblocking, real_join, real_serve = socket.socket.setblocking, threading.Thread.join, c10k.serve_blocking
+
+    def slow_setblocking(self: socket.socket, flag: bool) -> None:  # the acceptor, inside _take()
+        if threading.current_thread().name.endswith("-acceptor") and not joining.is_set():
+            joining.wait(5)
+        real_setblocking(self, flag)
+
+    def join(self: threading.Thread, timeout: float | None = None) -> None:
+        if self.name.endswith("-acceptor"):
+            joining.set()
+        real_join(self, timeout)
+
+    def slow_serve(conn: socket.socket, service: str) -> None:
+        time.sleep(0.2)
+        real_serve(conn, service)
+
+    monkeypatch.setattr(socket.socket, "setblocking", slow_setblocking)
+    monkeypatch.setattr(threading.Thread, "join", join)
+    monkeypatch.setattr(c10k, "serve_blocking", slow_serve)
+    srv = c10k.ThreadPerConnection("echo")
+    with socket.create_connection(srv.address, timeout=5) as client:
+        deadline = time.monotonic() + 5
+        while srv.accepted < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        srv.stop(timeout_s=2)
+        assert not [t for t in threading.enumerate() if t.name.startswith(f"course-server-{srv.name}")]
+        assert client.recv(1) == b""
+
+
 def test_bad_arguments_are_refused_clearly() -> None:
     with pytest.raises(ValueError, match=r"^service must be one of \('echo', 'http'\), got 'ftp'$"):
         c10k.start_model("epoll", "ftp")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -91,3 +93,30 @@ def test_an_exception_that_kills_a_thread_fails_the_test(tmp_path: Path) -> None
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout[-2000:]
     assert "PytestUnhandledThreadExceptionWarning" in done.stdout and "ZeroDivisionError" in done.stdout, done.stdout
+
+
+def test_the_two_lanes_run_every_test_file_once() -> None:
+    """`./course test` splits the files between two lanes (tests/lanes.py): none left out, none twice."""
+    import lanes
+
+    lane_a, lane_b = lanes.plan()
+    every = sorted(f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py"))
+    assert sorted(lane_a + lane_b) == every
+    assert lane_a[0] == "tests/test_hub.py" and "tests/test_notebooks.py" in lane_a
+
+
+def test_a_failing_lane_fails_the_run_and_its_report_is_shown(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+    import lanes
+
+    (tmp_path / "test_fine.py").write_text("def test_fine():\n    pass\n")
+    (tmp_path / "test_broken.py").write_text("def test_broken():\n    assert 1 == 2, 'this lane broke'\n")
+    for a, b, want in (("test_fine.py", "test_broken.py", 1), ("test_broken.py", "test_fine.py", 1),
+                       ("test_fine.py", "test_fine.py", 0)):
+        rc = lanes.run([a, "-p", "no:cacheprovider"], [b, "-p", "no:cacheprovider"], cwd=tmp_path,
+                       log_path=tmp_path / "lane-b.log")
+        out = capfd.readouterr().out
+        assert (rc != 0) == bool(want), (a, b, rc, out[-2000:])
+        a_part, marker, b_part = out.partition(f"===== lane B: {b}")
+        assert marker, out[-2000:]
+        assert ("this lane broke" in a_part) == (a == "test_broken.py")
+        assert ("this lane broke" in b_part) == (b == "test_broken.py")

@@ -1,6 +1,7 @@
 """The course as a learner runs it: no root. When the suite runs as root (as CI does), this
 test copies the checkout, gives it to an unprivileged user, and runs the README test
-command there on the helpers' and the labs' tests, so root-only behaviour cannot hide.
+command there on the helpers' and the labs' tests, so root-only behaviour cannot hide. The
+labs' tests and the rest run side by side, each in its own copy, and both must pass.
 
 The lessons themselves run as normal users in the class test (tests/test_hub.py: five
 users on a real JupyterHub, every lesson's leak check in the learner's own kernel, one
@@ -13,7 +14,10 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
+import tempfile
+import time
 
 import pytest
 from normal_user import USER, runuser, user_copy
@@ -25,6 +29,10 @@ from normal_user import USER, runuser, user_copy
 SUITE = ["tests", "-m", "not browser and not unprivileged and not hub and not locked_down",
          "--ignore=tests/test_binder.py", "--ignore=tests/test_notebook_fallbacks.py",
          "--deselect", "tests/test_notebooks.py::test_runs_and_leaves_nothing_behind", "-p", "no:cacheprovider"]
+# The labs' tests (grading in real kernels: more than half of the time, mostly waiting on
+# the learner code's timers) run beside the rest, each half in its own copy of the checkout.
+HALVES = {"labs": ["tests/test_labs.py", *SUITE[1:]],
+          "the rest": [*SUITE, "--ignore=tests/test_labs.py"]}
 NOFILE = 1024  # a normal user's default soft RLIMIT_NOFILE: no test may run the process out of descriptors
 
 
@@ -41,12 +49,27 @@ def test_suite_passes_as_a_normal_user() -> None:
         pytest.skip("this run is already unprivileged: every test above ran as a normal user")
     if runuser() is None:
         pytest.skip("runuser (util-linux) is missing, so the suite cannot switch to a normal user here")
-    with user_copy() as (repo, env):
-        result = subprocess.run(
-            [runuser(), "-u", USER, "--", "./course", "test", *SUITE],
-            cwd=repo, env=env, capture_output=True, text=True, timeout=1700,
-            preexec_fn=_soft_nofile,
-        )
-    tail = "\n".join(result.stdout.splitlines()[-40:] + ["--- stderr:"] + result.stderr.splitlines()[-15:])
-    assert result.returncode == 0, f"as user {USER}, ./course test failed:\n{tail}"
-    print(tail)
+    results = {}
+    with user_copy() as (repo_1, env_1), user_copy() as (repo_2, env_2), tempfile.TemporaryFile("w+") as log_1, \
+            tempfile.TemporaryFile("w+") as log_2:
+        runs = {}
+        try:
+            for (name, args), repo, env, log in zip(HALVES.items(), (repo_1, repo_2), (env_1, env_2), (log_1, log_2)):
+                runs[name] = (subprocess.Popen([runuser(), "-u", USER, "--", "./course", "test", *args], cwd=repo,
+                                               env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                               preexec_fn=_soft_nofile, start_new_session=True), log)
+            deadline = time.monotonic() + 1700
+            for proc, _log in runs.values():
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            for proc, _log in runs.values():  # a timeout: the half still running goes, with its whole group
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        for name, (proc, log) in runs.items():
+            log.seek(0)
+            results[name] = (proc.returncode, log.read())
+    for name, (returncode, output) in results.items():
+        tail = "\n".join(output.splitlines()[-40:])
+        print(f"\n===== as user {USER}, {name}:\n{tail}")
+        assert returncode == 0, f"as user {USER}, ./course test ({name}) failed:\n{tail}"

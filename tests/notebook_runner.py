@@ -6,7 +6,8 @@ cells injected around it that never reach the committed notebook:
 
 * before: start tracking sockets and binds, note the time, and time every cell from here
   on (IPython's pre_run_cell and post_run_cell events), noting whether it showed progress
-  (``helpers.progressbar.displays_shown()`` moved);
+  (``helpers.progressbar.displays_shown()`` moved) and how long the thread that ran it was
+  ready but waiting for a CPU (/proc/thread-self/schedstat: a busy machine's share);
 * right after the lesson's last cell: the time (the lesson's own run time is from the first
   injected cell to this one: the kernel's start-up is not the lesson's);
 * practice, for a lesson with exercises (lesson_cells.takes_part): what each check said on
@@ -55,17 +56,25 @@ import time as _course_time
 import helpers.core.hygiene as _course_hygiene
 import helpers.progressbar as _course_progressbar
 _course_hygiene.track()  # tracks sockets and binds from here on (the lesson's start_lesson() does too)
-_course_cells = []  # per cell run from the next one on: [seconds, showed progress]
+_course_cells = []  # per cell run from the next one on: [seconds, showed progress, seconds waiting for a CPU]
 _course_cell_start = None
+
+def _course_run_delay():  # seconds this thread has been ready to run but waiting for a CPU
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 def _course_pre_cell(info):
     global _course_cell_start
-    _course_cell_start = (_course_time.perf_counter(), _course_progressbar.displays_shown())
+    _course_cell_start = (_course_time.perf_counter(), _course_progressbar.displays_shown(), _course_run_delay())
 
 def _course_post_cell(result):
     if _course_cell_start is not None:
-        started, shown = _course_cell_start
-        _course_cells.append([_course_time.perf_counter() - started, _course_progressbar.displays_shown() > shown])
+        started, shown, delay = _course_cell_start
+        _course_cells.append([_course_time.perf_counter() - started, _course_progressbar.displays_shown() > shown,
+                              _course_run_delay() - delay])
 
 get_ipython().events.register("pre_run_cell", _course_pre_cell)
 get_ipython().events.register("post_run_cell", _course_post_cell)
@@ -212,11 +221,14 @@ def clear_error(extreme: dict) -> bool:
 @dataclass
 class CellRun:
     """One of the lesson's code cells as it ran: its index in the notebook, its seconds
-    (measured in the kernel), and whether it showed a progress display (h.progress)."""
+    (measured in the kernel), whether it showed a progress display (h.progress), and how
+    many of its seconds the kernel's thread spent ready to run but waiting for a CPU (the
+    run delay in /proc/thread-self/schedstat; 0 where the kernel does not keep it)."""
 
     cell: int
     seconds: float
     progress: bool
+    waited: float = 0.0
 
 
 @dataclass
@@ -290,7 +302,8 @@ class Prepared:
         report = _report(nb.cells[-1], "COURSE-LEFTOVERS")
         outcome = _practice(nb, self.original, self.where, self.found, self.wrong) if self.practice else None
         code = [i for i, c in enumerate(self.original.cells) if c.cell_type == "code"]
-        cells = [CellRun(i, round(t, 3), progress) for i, (t, progress) in zip(code, report["cells"])]
+        cells = [CellRun(i, round(t, 3), progress, round(waited, 3))
+                 for i, (t, progress, waited) in zip(code, report["cells"])]
         text = "\n".join(_shown(c) for c in nb.cells[1:self.lesson_end])  # the lesson's own cells
         return NotebookRun(self.path, seconds, report["leftovers"], report["non_loopback_binds"],
                            report["peak_rss_kib"] / 1024, extreme_runs, outcome, cells, text)

@@ -330,6 +330,30 @@ def test_a_slow_cell_without_progress_fails(tmp_path: Path) -> None:
     assert problems["progress"][0].startswith("cell 2 ran 3."), problems
 
 
+def test_seconds_spent_waiting_for_a_cpu_are_measured_and_not_the_lessons(tmp_path: Path) -> None:
+    """A cell that computes for about 1.5 s of CPU while another process keeps its only CPU
+    busy takes about twice as long; the runner measures the wait (schedstat's run delay), and
+    the progress rule counts only the rest. The same cell alone needs no progress display."""
+    hog = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
+    path = _toy(tmp_path / "99-toy.ipynb", [
+        ("markdown", "# 99 · Toy", []),
+        ("code", "import os, subprocess, sys, time\nimport helpers as h", []),
+        ("code", "os.sched_setaffinity(0, {0})\n"
+                 f"hog = subprocess.Popen([sys.executable, '-c', {hog!r}])\n"
+                 "time.sleep(0.3)\n"
+                 "end = time.process_time() + 1.5\n"
+                 "while time.process_time() < end:\n    pass\n"
+                 "hog.kill()\nhog.wait()", []),
+    ])
+    if not Path("/proc/thread-self/schedstat").exists():
+        pytest.skip("this kernel keeps no schedstat: the runner cannot tell waiting from running")
+    run = run_notebook(path, practice=False)
+    cell = run.cells[1]
+    assert cell.seconds > 2.5 and 0.8 < cell.waited < cell.seconds, cell
+    assert cell.seconds - cell.waited < 2.5, cell
+    assert lesson_rules.run_problems(run, "99") == {}, cell
+
+
 def test_a_lesson_over_its_budget_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A lesson that runs longer than its budget (showing progress all along) breaks it: lesson
     99 gets a budget of 2 s here, looked up as the real lessons' are, and runs about 3 s."""

@@ -298,7 +298,8 @@ class CongestionRun:
     def phases(self) -> dict[str, Any]:
         """Slow start (from the start to the largest cwnd before the first loss) and congestion
         avoidance (the longest stretch in the Open state after the first loss), each with its
-        growth (see ``growth``); the first ssthresh and the segments retransmitted."""
+        growth (see ``growth``); the first ssthresh, the segments acknowledged between slow
+        start's last sample and the loss, and the segments retransmitted."""
         cut = self.first_cut
         if cut is None or cut == 0:
             raise ValueError("no loss in this run after the first sample: cwnd never left slow start")
@@ -314,7 +315,11 @@ class CongestionRun:
         if not stretches:
             raise ValueError("after the first loss the connection never returned to the Open state")
         first, last = max(stretches, key=lambda s: self.samples[s[1]].t_ms - self.samples[s[0]].t_ms)
+        # The loss is seen at sample `cut`, but cwnd may have grown after the last slow-start
+        # sample: by at most one segment per segment acknowledged in between (RFC 5681, 3.1).
+        # A busy machine samples less often, so this gap is what bounds cwnd at the loss.
         return {"slow_start": self.growth(0, peak), "first_ssthresh": self.samples[cut].ssthresh,
+                "acked_before_cut": self.samples[cut].delivered - self.samples[peak].delivered,
                 "cut_at_ms": self.samples[cut].t_ms, "avoidance": self.growth(first, last),
                 "retransmitted": self.samples[-1].total_retrans}
 

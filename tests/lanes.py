@@ -9,8 +9,9 @@ once, each an ordinary pytest run with its own leak checks, and the pairs are ch
 that what runs side by side stays near one machine's worth of CPU:
 
 * lane A: the class on a hub first (beside the locked-down run and the probe switches of
-  lane B), then every other test file in its usual order (the lessons' own runs, whose
-  run-time budgets test_notebooks checks, come after lane B's lighter files);
+  lane B), then every other test file in its usual order (the lessons' own runs overlap
+  lane B's browser and normal-user run: their budgets have room, and the progress rule
+  leaves out the time a cell waited for a CPU);
 * lane B: the locked-down container, the probe switches, the browser, and the normal
   user's run of the helpers' and labs' tests.
 

@@ -168,9 +168,18 @@ class _BlockingModel:
         self.listener = listening_socket(host, port, backlog=BACKLOG, reuse_port=reuse_port)
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self.name = f"{self.model}:{self.address[1]}"
-        self._wake_r, self._wake_w = socket.socketpair()
+        made: list[Any] = []  # every descriptor the acceptor needs, its selector's included, before it starts
+        try:
+            made.extend(socket.socketpair())
+            made.append(selectors.DefaultSelector())
+        except BaseException:
+            for thing in [*made, self.listener]:
+                thing.close()
+            raise
+        self._wake_r, self._wake_w, self._selector = made
         registry.register(self)
         try:
+            self._selector.register(self._wake_r, selectors.EVENT_READ)
             self._start()
         except BaseException:
             self.stop(raise_errors=False)
@@ -200,14 +209,13 @@ class _BlockingModel:
 
     def _accept_loop(self) -> None:
         """Wait for connections (or the wake-up), accept them, hand each to _take()."""
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            self._acceptor = acceptor = SelectorAcceptor(sel, self.listener, limit=BACKLOG)
-            while not self._stopping.is_set():
-                sel.select(acceptor.timeout())
-                for conn in acceptor.accept():
-                    self._accepted += 1
-                    self._take(conn)
+        sel = self._selector  # made by the constructor, so a starved process can still accept
+        self._acceptor = acceptor = SelectorAcceptor(sel, self.listener, limit=BACKLOG)
+        while not self._stopping.is_set():
+            sel.select(acceptor.timeout())
+            for conn in acceptor.accept():
+                self._accepted += 1
+                self._take(conn)
 
     def _take(self, conn: socket.socket) -> None:
         """Give one accepted connection a thread of its own (the pool queues it instead)."""
@@ -279,6 +287,7 @@ class _BlockingModel:
                 for thread in threads:
                     thread.join(max(0.0, deadline - time.monotonic()))
             stuck = [t.name for t in threads if t.is_alive()]
+            self._selector.close()
             self.listener.close()
             self._wake_r.close()
             self._wake_w.close()

@@ -163,22 +163,29 @@ class LossyRelay:
         self._queue: list[tuple[float, int, str, bytes]] = []  # (due time, tie-breaker, direction, datagram)
         self._counter = 0
         self._stopped = False
-        made: list[socket.socket] = []  # closed again if a later one fails (EMFILE: no descriptor left)
+        # Every descriptor the relay thread will need is made here, the selector's epoll one
+        # included: once the constructor returns, relaying needs no new descriptor, and a
+        # process out of them gets EMFILE from the constructor, not a relay that dies unseen.
+        made: list[Any] = []  # closed again if a later one fails (EMFILE: no descriptor left)
         try:
             made.append(socket.socket(family, socket.SOCK_DGRAM))  # faces the client
             made.append(socket.socket(family, socket.SOCK_DGRAM))  # faces the server
             made.extend(socket.socketpair())
+            made.append(selectors.DefaultSelector())
         except BaseException:
             for sock in made:
                 sock.close()
             raise
-        self.front, self.back, self._wake_r, self._wake_w = made
+        self.front, self.back, self._wake_r, self._wake_w, self._selector = made
         try:
             self.front.bind((host, 0))
             self.back.bind((host, 0))
             self.front.setblocking(False)
             self.back.setblocking(False)
             self._address = self.front.getsockname()[:2]
+            self._selector.register(self._wake_r, selectors.EVENT_READ)
+            self._selector.register(self.front, selectors.EVENT_READ, "to_server")
+            self._selector.register(self.back, selectors.EVENT_READ, "to_client")
         except BaseException:
             self._close_sockets()
             raise
@@ -200,16 +207,12 @@ class LossyRelay:
     # -- the relay thread
     def _run(self) -> None:
         try:
-            with selectors.DefaultSelector() as sel:
-                sel.register(self._wake_r, selectors.EVENT_READ)
-                sel.register(self.front, selectors.EVENT_READ, "to_server")
-                sel.register(self.back, selectors.EVENT_READ, "to_client")
-                while True:
-                    for key, _ in sel.select(self._next_wait()):
-                        if key.fileobj is self._wake_r:
-                            return
-                        self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
-                    self._release_due()
+            while True:  # the selector was made with the sockets; stop() closes it
+                for key, _ in self._selector.select(self._next_wait()):
+                    if key.fileobj is self._wake_r:
+                        return
+                    self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
+                self._release_due()
         except BaseException as exc:  # noqa: BLE001 - handed back to stop(), never printed
             self.errors.append(exc)
 
@@ -287,7 +290,7 @@ class LossyRelay:
 
     # -- life cycle
     def _close_sockets(self) -> None:
-        for sock in (self.front, self.back, self._wake_r, self._wake_w):
+        for sock in (self._selector, self.front, self.back, self._wake_r, self._wake_w):
             sock.close()
 
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:

@@ -168,7 +168,19 @@ class _BackgroundServer:
         self.errors: list[BaseException] = []
         self._stopping = threading.Event()
         self._stopped = False
-        self._wake_r, self._wake_w = socket.socketpair()
+        # The loop's descriptors are all made here, its selector's included: a server whose
+        # constructor returned needs no new descriptor to serve what it can already accept,
+        # and a process out of descriptors gets EMFILE here, not a loop thread that dies unseen.
+        made: list[Any] = []
+        try:
+            made.extend(socket.socketpair())
+            made.append(selectors.DefaultSelector())
+            made[2].register(made[0], selectors.EVENT_READ)
+        except BaseException:
+            for thing in [*made, sock]:
+                thing.close()
+            raise
+        self._wake_r, self._wake_w, self._selector = made
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         register(self)
@@ -238,6 +250,7 @@ class _BackgroundServer:
                     if thread is not threading.current_thread():
                         thread.join(max(0.0, deadline - time.monotonic()))
             stuck = [t.name for t in threads if t.is_alive()]
+            self._selector.close()
             self.sock.close()
             self._wake_r.close()
             self._wake_w.close()
@@ -291,21 +304,20 @@ class _StreamServer(_BackgroundServer):
         return self._acceptor.paused if self._acceptor is not None else 0
 
     def _loop(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            if not self.accept_connections:  # a listener nobody accepts from (backlog demos)
-                self._wait_readable(sel)
-                return
-            self._acceptor = acceptor = SelectorAcceptor(sel, self.sock)
-            while True:
-                if any(key.fileobj is self._wake_r for key, _ in sel.select(acceptor.timeout())):
-                    return  # stop() woke us
-                for conn in acceptor.accept():
-                    conn.setblocking(True)
-                    self.accepted += 1
-                    with self._lock:
-                        self._conns.add(conn)
-                    self._start_thread(self._serve, f"conn{self.accepted}", conn)
+        sel = self._selector  # made (with the wake-up socket in it) by the constructor; stop() closes it
+        if not self.accept_connections:  # a listener nobody accepts from (backlog demos)
+            self._wait_readable(sel)
+            return
+        self._acceptor = acceptor = SelectorAcceptor(sel, self.sock)
+        while True:
+            if any(key.fileobj is self._wake_r for key, _ in sel.select(acceptor.timeout())):
+                return  # stop() woke us
+            for conn in acceptor.accept():
+                conn.setblocking(True)
+                self.accepted += 1
+                with self._lock:
+                    self._conns.add(conn)
+                self._start_thread(self._serve, f"conn{self.accepted}", conn)
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -450,26 +462,25 @@ class UDPServer(_BackgroundServer):
         super().__init__(sock, name=f"udp:{self._address[1]}")
 
     def _loop(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            sel.register(self.sock, selectors.EVENT_READ)
-            while self._wait_readable(sel):
-                try:
-                    data, addr = self.sock.recvfrom(65535)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:  # e.g. ECONNREFUSED queued by an earlier ICMP error
-                    self.errors.append(exc)
-                    continue
-                self.results.put((addr, data))
-                if self.handler is None:
-                    continue
-                try:
-                    reply = self.handler(data, addr)
-                    if reply is not None:
-                        self.sock.sendto(reply, addr)
-                except Exception as exc:  # noqa: BLE001 - handed back to stop()
-                    self.errors.append(exc)
+        sel = self._selector  # made (with the wake-up socket in it) by the constructor; stop() closes it
+        sel.register(self.sock, selectors.EVENT_READ)
+        while self._wait_readable(sel):
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:  # e.g. ECONNREFUSED queued by an earlier ICMP error
+                self.errors.append(exc)
+                continue
+            self.results.put((addr, data))
+            if self.handler is None:
+                continue
+            try:
+                reply = self.handler(data, addr)
+                if reply is not None:
+                    self.sock.sendto(reply, addr)
+            except Exception as exc:  # noqa: BLE001 - handed back to stop()
+                self.errors.append(exc)
 
 
 class ProcessServer:

@@ -48,8 +48,8 @@ def main(config: dict[str, Any]) -> None:
 
 
 def relay_main(config: dict[str, Any]) -> None:
-    """A UDP echo server behind a LossyRelay that loses nothing; ``make_relay`` tries a second
-    relay and reports how it failed (the test counts the descriptors from outside)."""
+    """A UDP echo server behind a LossyRelay that loses nothing; ``make`` tries a second relay
+    (or a UDP server) and reports how it failed (the test counts the descriptors from outside)."""
     from helpers.lossy import LossyRelay
 
     kept: list[BaseException] = []
@@ -59,9 +59,12 @@ def relay_main(config: dict[str, Any]) -> None:
             if command.get("cmd") == "stats":
                 spawn.say({"error_count": len(relay.errors) + len(echo.errors),
                            "relayed": relay.stats.to_server.sent})
-            elif command.get("cmd") == "make_relay":
+            elif command.get("cmd") == "make":  # a second relay, or a UDP server, from what is left
                 try:
-                    LossyRelay(echo.address).stop()
+                    if command["what"] == "relay":
+                        LossyRelay(echo.address).stop()
+                    else:
+                        servers.UDPServer(lambda data, addr: data).stop()
                     failure = None
                 except OSError as exc:
                     failure = f"{type(exc).__name__}: {exc}"

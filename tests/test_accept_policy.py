@@ -137,7 +137,8 @@ def test_process_models_pause_and_recover(model: str) -> None:
 
 def test_lossy_relay_needs_no_descriptor_to_go_on_and_leaks_none_when_it_cannot_start() -> None:
     """A UDP relay accepts nothing: out of descriptors it keeps relaying (idle between datagrams),
-    and a relay that cannot make its sockets fails with EMFILE and leaves none open."""
+    and a relay or UDP server that cannot make every descriptor it needs fails with EMFILE from
+    its constructor and leaves none open."""
     with spawn.Child("tests.starved_server:relay_main", name="lossy relay") as child, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         relay = tuple(child.hello["address"])
@@ -150,15 +151,19 @@ def test_lossy_relay_needs_no_descriptor_to_go_on_and_leaks_none_when_it_cannot_
             assert client.recvfrom(100)[0] == f"datagram {i}".encode()
         time.sleep(STARVED_S)  # idle while starved: nothing to spin on
         cpu = c10k.cpu_seconds(child.pid) - cpu_before
-        # Two descriptors free: the relay's two UDP sockets can be made, its wake-up socketpair not.
-        resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (lowest_free_fd(child.pid, leave=2), old[1]))
-        fds = set(os.listdir(f"/proc/{child.pid}/fd"))
-        made = child.ask({"cmd": "make_relay"})
-        leaked = set(os.listdir(f"/proc/{child.pid}/fd")) - fds
+        # A relay needs two UDP sockets, a wake-up socketpair and its selector's epoll descriptor;
+        # a UDP server its socket, a socketpair and an epoll descriptor. With one too few free,
+        # the constructor fails (so its loop can never be the one to run out) and leaks nothing.
+        failures, leaked = {}, {}
+        for what, leave in [("relay", 2), ("relay", 4), ("udp", 1), ("udp", 3)]:
+            resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (lowest_free_fd(child.pid, leave=leave), old[1]))
+            fds = set(os.listdir(f"/proc/{child.pid}/fd"))
+            failures[what, leave] = child.ask({"cmd": "make", "what": what})["failure"]
+            leaked[what, leave] = set(os.listdir(f"/proc/{child.pid}/fd")) - fds
         stats = child.ask({"cmd": "stats"})
         resource.prlimit(child.pid, resource.RLIMIT_NOFILE, old)
     print(f"\nlossy relay: CPU {cpu:.3f} s for 20 relayed round trips and {STARVED_S} s idle, starved; "
-          f"a new relay: {made['failure']}")
+          f"made with too few descriptors: {failures}")
     assert cpu < MAX_STARVED_CPU_S and stats == {"error_count": 0, "relayed": 20}, (cpu, stats)
-    assert made["failure"] is not None and "Too many open files" in made["failure"], made
-    assert not leaked, leaked
+    assert all(failure is not None and "Too many open files" in failure for failure in failures.values()), failures
+    assert not any(leaked.values()), leaked

@@ -120,3 +120,18 @@ def test_a_failing_lane_fails_the_run_and_its_report_is_shown(tmp_path: Path, ca
         assert marker, out[-2000:]
         assert ("this lane broke" in a_part) == (a == "test_broken.py")
         assert ("this lane broke" in b_part) == (b == "test_broken.py")
+
+
+def test_a_normal_users_failure_is_reported_with_its_traceback() -> None:
+    """The normal user's run shows its failures section, not only the last lines (a CI run
+    once showed 40 lines of durations and lost the assertion that failed)."""
+    from test_unprivileged import report
+
+    output = "\n".join(["collected 3 items", "=== FAILURES ===", "___ test_x ___", "E   assert 1 == 2",
+                        *[f"{i}.00s call tests/test_x.py::t{i}" for i in range(60)], "= 1 failed, 2 passed ="])
+    shown = report(output)
+    assert "E   assert 1 == 2" in shown and shown.endswith("= 1 failed, 2 passed =")
+    assert "collected 3 items" not in shown
+    long = report("\n".join(["=== FAILURES ===", *["E x"] * 500, *["tail"] * 40]))
+    assert "[... 201 more lines of failures ...]" in long and long.count("E x") == 299  # the header and 299 lines: 300
+    assert report("passed\nall") == "passed\nall"

@@ -12,6 +12,7 @@ test (.venv/learners, from the system's python3), instead of building a venv of 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -50,11 +51,12 @@ def test_suite_passes_as_a_normal_user() -> None:
     if runuser() is None:
         pytest.skip("runuser (util-linux) is missing, so the suite cannot switch to a normal user here")
     results = {}
-    with user_copy() as (repo_1, env_1), user_copy() as (repo_2, env_2), tempfile.TemporaryFile("w+") as log_1, \
-            tempfile.TemporaryFile("w+") as log_2:
+    with contextlib.ExitStack() as stack:
         runs = {}
         try:
-            for (name, args), repo, env, log in zip(HALVES.items(), (repo_1, repo_2), (env_1, env_2), (log_1, log_2)):
+            for name, args in HALVES.items():  # each half in its own copy, logged to its own file
+                repo, env = stack.enter_context(user_copy())
+                log = stack.enter_context(tempfile.TemporaryFile("w+"))
                 runs[name] = (subprocess.Popen([runuser(), "-u", USER, "--", "./course", "test", *args], cwd=repo,
                                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
                                                preexec_fn=_soft_nofile, start_new_session=True), log)
@@ -70,6 +72,19 @@ def test_suite_passes_as_a_normal_user() -> None:
             log.seek(0)
             results[name] = (proc.returncode, log.read())
     for name, (returncode, output) in results.items():
-        tail = "\n".join(output.splitlines()[-40:])
-        print(f"\n===== as user {USER}, {name}:\n{tail}")
-        assert returncode == 0, f"as user {USER}, ./course test ({name}) failed:\n{tail}"
+        shown = report(output)
+        print(f"\n===== as user {USER}, {name}:\n{shown}")
+        assert returncode == 0, f"as user {USER}, ./course test ({name}) failed:\n{shown}"
+
+
+def report(output: str, *, failures: int = 300, tail: int = 40) -> str:
+    """What to show of a half's output: its failures section (the tracebacks and assertion
+    messages, up to `failures` lines) if it has one, then its last `tail` lines."""
+    lines = output.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("=") and " FAILURES " in line), None)
+    last = len(lines) - tail
+    if first is None or first >= last:
+        return "\n".join(lines[-tail:])
+    section = lines[first:last]
+    cut = [f"[... {len(section) - failures} more lines of failures ...]"] if len(section) > failures else []
+    return "\n".join([*section[:failures], *cut, *lines[last:]])

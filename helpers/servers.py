@@ -428,7 +428,12 @@ class UnixStreamServer(_StreamServer):
             if self._tmpdir is not None:
                 self._tmpdir.cleanup()
             raise
-        super().__init__(sock, handler, accept=True, name=f"unix:{path!r}")
+        try:
+            super().__init__(sock, handler, accept=True, name=f"unix:{path!r}")  # closes sock if it fails
+        except BaseException:
+            if self._tmpdir is not None:
+                self._tmpdir.cleanup()
+            raise
 
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Stop as the base class does, then remove the temporary socket file."""

@@ -8,6 +8,7 @@ names, says ready with its address, and answers ``stats`` with the server's own 
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -63,8 +64,11 @@ def relay_main(config: dict[str, Any]) -> None:
                 try:
                     if command["what"] == "relay":
                         LossyRelay(echo.address).stop()
-                    else:
+                    elif command["what"] == "udp":
                         servers.UDPServer(lambda data, addr: data).stop()
+                    else:  # its socket file's folder goes in a folder of the test's: it must be gone again
+                        tempfile.tempdir = command["tmp"]
+                        servers.UnixStreamServer(lambda conn: None).stop()
                     failure = None
                 except OSError as exc:
                     failure = f"{type(exc).__name__}: {exc}"

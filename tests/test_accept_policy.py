@@ -22,6 +22,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,10 +136,10 @@ def test_process_models_pause_and_recover(model: str) -> None:
         starve_and_recover(f"c10k {model}", server.pids, server.address, "echo", stats)
 
 
-def test_lossy_relay_needs_no_descriptor_to_go_on_and_leaks_none_when_it_cannot_start() -> None:
+def test_lossy_relay_needs_no_descriptor_to_go_on_and_leaks_none_when_it_cannot_start(tmp_path: Path) -> None:
     """A UDP relay accepts nothing: out of descriptors it keeps relaying (idle between datagrams),
-    and a relay or UDP server that cannot make every descriptor it needs fails with EMFILE from
-    its constructor and leaves none open."""
+    and a relay, UDP or Unix server that cannot make every descriptor it needs fails with
+    EMFILE from its constructor and leaves nothing behind."""
     with spawn.Child("tests.starved_server:relay_main", name="lossy relay") as child, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
         relay = tuple(child.hello["address"])
@@ -154,12 +155,13 @@ def test_lossy_relay_needs_no_descriptor_to_go_on_and_leaks_none_when_it_cannot_
         # A relay needs two UDP sockets, a wake-up socketpair and its selector's epoll descriptor;
         # a UDP server its socket, a socketpair and an epoll descriptor. With one too few free,
         # the constructor fails (so its loop can never be the one to run out) and leaks nothing.
+        # A Unix stream server also makes a folder for its socket file, which must go too.
         failures, leaked = {}, {}
-        for what, leave in [("relay", 2), ("relay", 4), ("udp", 1), ("udp", 3)]:
+        for what, leave in [("relay", 2), ("relay", 4), ("udp", 1), ("udp", 3), ("unix", 3)]:
             resource.prlimit(child.pid, resource.RLIMIT_NOFILE, (lowest_free_fd(child.pid, leave=leave), old[1]))
             fds = set(os.listdir(f"/proc/{child.pid}/fd"))
-            failures[what, leave] = child.ask({"cmd": "make", "what": what})["failure"]
-            leaked[what, leave] = set(os.listdir(f"/proc/{child.pid}/fd")) - fds
+            failures[what, leave] = child.ask({"cmd": "make", "what": what, "tmp": str(tmp_path)})["failure"]
+            leaked[what, leave] = (set(os.listdir(f"/proc/{child.pid}/fd")) - fds) | set(os.listdir(tmp_path))
         stats = child.ask({"cmd": "stats"})
         resource.prlimit(child.pid, resource.RLIMIT_NOFILE, old)
     print(f"\nlossy relay: CPU {cpu:.3f} s for 20 relayed round trips and {STARVED_S} s idle, starved; "

@@ -12,8 +12,9 @@ that what runs side by side stays near one machine's worth of CPU:
   lane B), then every other test file in its usual order (the lessons' own runs overlap
   lane B's browser and normal-user run: their budgets have room, and the progress rule
   leaves out the time a cell waited for a CPU);
-* lane B: the locked-down container, the probe switches, the browser, and the normal
-  user's run of the helpers' and labs' tests.
+* lane B: the locked-down container, the probe switches, the browser, the normal user's
+  run of the helpers' and labs' tests, and the starved servers (test_accept_policy.py: they
+  mostly sleep, and lane A was the longer by about that much).
 
 Nothing is left out: every tests/test_*.py is in exactly one lane (tests/test_repo.py checks
 the plan). Any argument (`./course test -k handshake`, `-m "not slow"`, a path) runs one
@@ -34,7 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 LOG = TESTS / "artifacts" / "lane-b.log"
 FIRST_IN_A = ["test_hub.py"]
-LANE_B = ["test_locked_down.py", "test_notebook_fallbacks.py", "test_browser.py", "test_unprivileged.py"]
+# The starved-server tests last: about 40 s, mostly sleeping, which lane A (the longer) can spare.
+LANE_B = ["test_locked_down.py", "test_notebook_fallbacks.py", "test_browser.py", "test_unprivileged.py",
+          "test_accept_policy.py"]
 
 
 def plan() -> tuple[list[str], list[str]]:

@@ -334,6 +334,8 @@ def test_seconds_spent_waiting_for_a_cpu_are_measured_and_not_the_lessons(tmp_pa
     """A cell that computes for about 1.5 s of CPU while another process keeps its only CPU
     busy takes about twice as long; the runner measures the wait (schedstat's run delay), and
     the progress rule counts only the rest. The same cell alone needs no progress display."""
+    if not Path("/proc/thread-self/schedstat").exists():
+        pytest.skip("this kernel keeps no schedstat: the runner cannot tell waiting from running")
     hog = "import os\nos.sched_setaffinity(0, {0})\nwhile True:\n    pass\n"
     path = _toy(tmp_path / "99-toy.ipynb", [
         ("markdown", "# 99 · Toy", []),
@@ -345,8 +347,6 @@ def test_seconds_spent_waiting_for_a_cpu_are_measured_and_not_the_lessons(tmp_pa
                  "while time.process_time() < end:\n    pass\n"
                  "hog.kill()\nhog.wait()", []),
     ])
-    if not Path("/proc/thread-self/schedstat").exists():
-        pytest.skip("this kernel keeps no schedstat: the runner cannot tell waiting from running")
     run = run_notebook(path, practice=False)
     cell = run.cells[1]
     assert cell.seconds > 2.5 and 0.8 < cell.waited < cell.seconds, cell

@@ -66,6 +66,7 @@ from .core.accept import SelectorAcceptor
 from .core.limits import NR_OPEN, raise_nofile_limit
 from .core.proc import child_pids, ephemeral_port_count, proc_stat
 from .core.registry import THREAD_PREFIX
+from .core.wakeup import WakeableSelector
 from .reactor.connection import TcpConnection
 from .reactor.server import TcpServer
 from .servers import ServerError, listening_socket, port_holder, shut_down
@@ -168,18 +169,13 @@ class _BlockingModel:
         self.listener = listening_socket(host, port, backlog=BACKLOG, reuse_port=reuse_port)
         self.address: tuple[str, int] = self.listener.getsockname()[:2]
         self.name = f"{self.model}:{self.address[1]}"
-        made: list[Any] = []  # every descriptor the acceptor needs, its selector's included, before it starts
-        try:
-            made.extend(socket.socketpair())
-            made.append(selectors.DefaultSelector())
+        try:  # every descriptor the acceptor needs, its selector's included, before it starts
+            self._wakeup = WakeableSelector()
         except BaseException:
-            for thing in [*made, self.listener]:
-                thing.close()
+            self.listener.close()
             raise
-        self._wake_r, self._wake_w, self._selector = made
         registry.register(self)
         try:
-            self._selector.register(self._wake_r, selectors.EVENT_READ)
             self._start()
         except BaseException:
             self.stop(raise_errors=False)
@@ -209,7 +205,7 @@ class _BlockingModel:
 
     def _accept_loop(self) -> None:
         """Wait for connections (or the wake-up), accept them, hand each to _take()."""
-        sel = self._selector  # made by the constructor, so a starved process can still accept
+        sel = self._wakeup.selector  # made by the constructor, so a starved process can still accept
         self._acceptor = acceptor = SelectorAcceptor(sel, self.listener, limit=BACKLOG)
         while not self._stopping.is_set():
             sel.select(acceptor.timeout())
@@ -273,10 +269,7 @@ class _BlockingModel:
         if not self._stopped:
             self._stopped = True
             self._stopping.set()
-            try:
-                self._wake_w.send(b"x")
-            except OSError:
-                pass
+            self._wakeup.wake()
             deadline = time.monotonic() + timeout_s
             # Two passes: the acceptor may start one last connection's thread after we
             # looked; once the acceptor has exited (joined in the first pass), nothing new starts.
@@ -287,10 +280,8 @@ class _BlockingModel:
                 for thread in threads:
                     thread.join(max(0.0, deadline - time.monotonic()))
             stuck = [t.name for t in threads if t.is_alive()]
-            self._selector.close()
+            self._wakeup.close()
             self.listener.close()
-            self._wake_r.close()
-            self._wake_w.close()
             registry.unregister(self)
             if stuck:
                 warnings.warn(f"{self.name}: threads still running after {timeout_s} s: {stuck}", stacklevel=2)

@@ -38,6 +38,7 @@ from typing import Any
 from .addresses import loopback_address, loopback_host
 from .core import checks
 from .core.registry import THREAD_PREFIX, register, unregister
+from .core.wakeup import WakeableSelector
 from .servers import ServerError
 
 __all__ = ["Fate", "FateDrawer", "DirectionStats", "RelayStats", "LossyRelay", "validate_probability"]
@@ -170,22 +171,20 @@ class LossyRelay:
         try:
             made.append(socket.socket(family, socket.SOCK_DGRAM))  # faces the client
             made.append(socket.socket(family, socket.SOCK_DGRAM))  # faces the server
-            made.extend(socket.socketpair())
-            made.append(selectors.DefaultSelector())
+            made.append(WakeableSelector())
         except BaseException:
-            for sock in made:
-                sock.close()
+            for thing in made:
+                thing.close()
             raise
-        self.front, self.back, self._wake_r, self._wake_w, self._selector = made
+        self.front, self.back, self._wakeup = made
         try:
             self.front.bind((host, 0))
             self.back.bind((host, 0))
             self.front.setblocking(False)
             self.back.setblocking(False)
             self._address = self.front.getsockname()[:2]
-            self._selector.register(self._wake_r, selectors.EVENT_READ)
-            self._selector.register(self.front, selectors.EVENT_READ, "to_server")
-            self._selector.register(self.back, selectors.EVENT_READ, "to_client")
+            self._wakeup.selector.register(self.front, selectors.EVENT_READ, "to_server")
+            self._wakeup.selector.register(self.back, selectors.EVENT_READ, "to_client")
         except BaseException:
             self._close_sockets()
             raise
@@ -208,9 +207,10 @@ class LossyRelay:
     def _run(self) -> None:
         try:
             while True:  # the selector was made with the sockets; stop() closes it
-                for key, _ in self._selector.select(self._next_wait()):
-                    if key.fileobj is self._wake_r:
-                        return
+                events = self._wakeup.selector.select(self._next_wait())
+                if self._wakeup.woken(events):
+                    return
+                for key, _ in events:
                     self._drain(key.fileobj, key.data)  # type: ignore[arg-type]
                 self._release_due()
         except BaseException as exc:  # noqa: BLE001 - handed back to stop(), never printed
@@ -290,8 +290,8 @@ class LossyRelay:
 
     # -- life cycle
     def _close_sockets(self) -> None:
-        for sock in (self._selector, self.front, self.back, self._wake_r, self._wake_w):
-            sock.close()
+        for thing in (self._wakeup, self.front, self.back):
+            thing.close()
 
     def stop(self, timeout_s: float = 2.0, *, raise_errors: bool = True) -> None:
         """Stop relaying, close the sockets, join the thread. Safe to call twice.
@@ -303,10 +303,7 @@ class LossyRelay:
         checks.seconds("timeout_s", timeout_s, high=600.0, zero_ok=True)
         if not self._stopped:
             self._stopped = True
-            try:
-                self._wake_w.send(b"x")
-            except OSError:
-                pass
+            self._wakeup.wake()
             self._thread.join(timeout_s)
             if self._thread.is_alive():  # cannot happen unless the thread is wedged
                 warnings.warn(f"{self.name}: relay thread still running after {timeout_s} s", ResourceWarning,

@@ -88,7 +88,7 @@ class ServeLoop(LoopServer):
     @property
     def stop_socket(self) -> socket.socket:
         """The socket the loop watches for the stop byte."""
-        return self._wake_r
+        return self._wakeup.reader
 
     def go(self) -> None:
         """Let a loop made with start=False run."""
@@ -112,10 +112,7 @@ class ServeLoop(LoopServer):
         self._go.set()
         thread = self.loop_thread
         if self.running and thread is not None and thread is not threading.current_thread():
-            try:
-                self._wake_w.send(b"x")
-            except OSError:
-                pass
+            self._wakeup.wake()
             thread.join(timeout_s)
             if thread.is_alive():
                 self.errors.append(TimeoutError(f"serve() did not return within {timeout_s:g} s of the stop signal"))

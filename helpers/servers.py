@@ -42,6 +42,7 @@ from .core.accept import SelectorAcceptor
 from .core.checks import family_for
 from .core.proc import proc_stat
 from .core.registry import THREAD_PREFIX, register, unregister
+from .core.wakeup import WakeableSelector
 
 __all__ = [
     "ServerError",
@@ -171,16 +172,11 @@ class _BackgroundServer:
         # The loop's descriptors are all made here, its selector's included: a server whose
         # constructor returned needs no new descriptor to serve what it can already accept,
         # and a process out of descriptors gets EMFILE here, not a loop thread that dies unseen.
-        made: list[Any] = []
         try:
-            made.extend(socket.socketpair())
-            made.append(selectors.DefaultSelector())
-            made[2].register(made[0], selectors.EVENT_READ)
+            self._wakeup = WakeableSelector()
         except BaseException:
-            for thing in [*made, sock]:
-                thing.close()
+            sock.close()
             raise
-        self._wake_r, self._wake_w, self._selector = made
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         register(self)
@@ -210,10 +206,7 @@ class _BackgroundServer:
 
     def _wait_readable(self, sel: selectors.BaseSelector) -> bool:
         """Block until the server socket is readable; False once stop() woke us."""
-        for key, _ in sel.select():
-            if key.fileobj is self._wake_r:
-                return False
-        return True
+        return not self._wakeup.woken(sel.select())
 
     def result(self, timeout_s: float = 5.0) -> Any:
         """The next value a handler returned; TimeoutError if none arrives in time."""
@@ -235,10 +228,7 @@ class _BackgroundServer:
         if not self._stopped:
             self._stopped = True
             self._stopping.set()
-            try:
-                self._wake_w.send(b"x")
-            except OSError:
-                pass
+            self._wakeup.wake()
             deadline = time.monotonic() + timeout_s
             # Two passes: the loop thread may accept one last connection and start its handler
             # after we looked; once the loop thread has exited, nothing new can start.
@@ -250,10 +240,8 @@ class _BackgroundServer:
                     if thread is not threading.current_thread():
                         thread.join(max(0.0, deadline - time.monotonic()))
             stuck = [t.name for t in threads if t.is_alive()]
-            self._selector.close()
+            self._wakeup.close()
             self.sock.close()
-            self._wake_r.close()
-            self._wake_w.close()
             unregister(self)
             if stuck:
                 warnings.warn(
@@ -304,13 +292,13 @@ class _StreamServer(_BackgroundServer):
         return self._acceptor.paused if self._acceptor is not None else 0
 
     def _loop(self) -> None:
-        sel = self._selector  # made (with the wake-up socket in it) by the constructor; stop() closes it
+        sel = self._wakeup.selector  # made (the wake-up socket in it) by the constructor; stop() closes it
         if not self.accept_connections:  # a listener nobody accepts from (backlog demos)
             self._wait_readable(sel)
             return
         self._acceptor = acceptor = SelectorAcceptor(sel, self.sock)
         while True:
-            if any(key.fileobj is self._wake_r for key, _ in sel.select(acceptor.timeout())):
+            if self._wakeup.woken(sel.select(acceptor.timeout())):
                 return  # stop() woke us
             for conn in acceptor.accept():
                 conn.setblocking(True)
@@ -394,7 +382,7 @@ class LoopServer(_BackgroundServer):
 
     def _loop(self) -> None:
         try:
-            self.results.put(self._serve_loop(self.sock, self._wake_r))
+            self.results.put(self._serve_loop(self.sock, self._wakeup.reader))
         except BaseException as exc:  # noqa: BLE001 - handed back to stop(), never lost
             self.errors.append(exc)
 
@@ -467,7 +455,7 @@ class UDPServer(_BackgroundServer):
         super().__init__(sock, name=f"udp:{self._address[1]}")
 
     def _loop(self) -> None:
-        sel = self._selector  # made (with the wake-up socket in it) by the constructor; stop() closes it
+        sel = self._wakeup.selector  # made (the wake-up socket in it) by the constructor; stop() closes it
         sel.register(self.sock, selectors.EVENT_READ)
         while self._wait_readable(sel):
             try:

@@ -19,6 +19,8 @@ What is here, one concept per module:
 * ``hygiene``: leak checks (threads, servers, sockets, child processes, public listeners).
 * ``spawn``: the one way to run a child process (``python -I``, a helpers function as entry,
   a JSON handshake, stdin for life, the process group stopped as a whole).
+* ``wakeup``: a selector another thread can wake (a socketpair in it), made all or nothing:
+  how every background loop learns to stop.
 * ``accept``: the one accept policy (drain the queue; out of descriptors, pause and retry).
 * ``limits``: raising RLIMIT_NOFILE to the hard limit, for servers and load generators.
 * ``lessonfiles``: where a file a lesson names (a recording under ``recorded/``) is, from any

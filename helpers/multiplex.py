@@ -277,7 +277,8 @@ class Crowd:
 
     ``emfile`` is the OSError that stopped the filling under the soft limit as it was, if one
     did, after ``opened_at_emfile`` sockets with ``highest_at_emfile`` the highest fd; then
-    the soft limit was raised from ``soft_before`` to the hard limit.
+    the soft limit was raised from ``soft_before`` to the hard limit. ``refills`` counts the
+    times connection() found a number below the wall freed again and filled it.
     """
 
     wall: int
@@ -286,17 +287,47 @@ class Crowd:
     emfile: OSError | None = None
     opened_at_emfile: int = 0
     highest_at_emfile: int = -1
+    refills: int = 0
 
     @property
     def top(self) -> socket.socket:
         """The placeholder with the highest fd number (wall - 1 unless something else holds it)."""
         return max(self.placeholders, key=lambda s: s.fileno())
 
+    def fill(self) -> int:
+        """Open placeholders on every number below the wall that is free now; return how many."""
+        opened = 0
+        while True:
+            sock = socket.socket()
+            if sock.fileno() >= self.wall:  # every number below the wall is taken: this one is not a placeholder
+                sock.close()
+                return opened
+            self.placeholders.append(sock)
+            opened += 1
 
-def _open_placeholder(stack: ExitStack) -> socket.socket:
-    sock = socket.socket()
-    stack.callback(sock.close)
-    return sock
+    def connection(self, tries: int = 5) -> tuple[socket.socket, socket.socket, socket.socket]:
+        """A listener on 127.0.0.1 and both ends of one TCP connection to it, every fd at or above the wall.
+
+        Fd numbers belong to the whole process: if another thread (in Jupyter, the kernel's own)
+        closed one below the wall since the filling, a new socket takes it. Then the three sockets
+        are closed, the gap is filled again and the connection remade (counted in ``refills``);
+        RuntimeError, with the numbers, if `tries` attempts all landed below the wall.
+        """
+        checks.count("tries", tries, 1, 100)
+        landed: list[int] = []
+        for _ in range(tries):
+            with ExitStack() as made:
+                listener = made.enter_context(socket.create_server(("127.0.0.1", 0)))
+                client = made.enter_context(socket.create_connection(listener.getsockname()))
+                conn = made.enter_context(listener.accept()[0])
+                landed = [s.fileno() for s in (listener, client, conn)]
+                if min(landed) >= self.wall:
+                    made.pop_all()
+                    return listener, client, conn
+            self.refills += 1
+            self.fill()
+        raise RuntimeError(f"{tries} connections in a row got an fd below {self.wall} (the last: {landed}): "
+                           "another thread of this process keeps closing descriptors below the wall")
 
 
 @contextmanager
@@ -319,25 +350,27 @@ def crowd_below(wall: int = FD_SETSIZE) -> Iterator[Crowd]:
     with ExitStack() as stack:
         crowd = Crowd(wall, [], soft)
         stack.callback(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        stack.callback(_close_all, crowd.placeholders)
         while True:  # until a new socket would get `wall` or more, or the soft limit says EMFILE
             try:
-                sock = _open_placeholder(stack)
+                crowd.fill()
+                break
             except OSError as exc:
-                if exc.errno != errno.EMFILE:
+                if exc.errno != errno.EMFILE or crowd.emfile is not None:
                     raise
                 crowd.emfile, crowd.opened_at_emfile = exc, len(crowd.placeholders)
                 crowd.highest_at_emfile = max((s.fileno() for s in crowd.placeholders), default=-1)
-                if crowd.highest_at_emfile < wall - 1:
-                    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # fill on above the soft limit
-                    continue
-                break
-            if sock.fileno() >= wall:  # every number below the wall is taken: this one is not a placeholder
-                sock.close()
-                break
-            crowd.placeholders.append(sock)
+                if crowd.highest_at_emfile >= wall - 1:
+                    break
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # fill on above the soft limit
         if soft != resource.RLIM_INFINITY and soft < wall + _SPARE_FDS:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # room for the sockets above the wall
         yield crowd
+
+
+def _close_all(socks: list[socket.socket]) -> None:
+    for sock in socks:
+        sock.close()
 
 
 def log_counts(largest: int) -> list[int]:

@@ -7,6 +7,7 @@ import os
 import resource
 import select
 import socket
+import threading
 
 import pytest
 
@@ -178,6 +179,42 @@ def test_crowd_below_puts_the_next_socket_above_the_wall_and_restores_everything
                 select.select([above], [], [], 0)
     assert _fd_count() == before_fds
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == before_limit
+
+
+def test_a_connection_in_the_crowd_lands_above_the_wall_even_after_another_thread_frees_a_number() -> None:
+    before_fds = _fd_count()
+    early = socket.socket()                     # held by "another thread" below the wall while the crowd fills
+    try:
+        with multiplex.crowd_below(FD_SETSIZE) as crowd:
+            freed = early.fileno()
+            closer = threading.Thread(target=early.close)
+            closer.start()
+            closer.join()
+            assert crowd.refills == 0
+            listener, client, conn = crowd.connection()
+            with listener, client, conn:
+                fds = [listener.fileno(), client.fileno(), conn.fileno()]
+                assert min(fds) >= FD_SETSIZE, fds
+                assert crowd.refills == 1 and freed in [p.fileno() for p in crowd.placeholders], crowd.refills
+                client.sendall(b"x")
+                assert conn.recv(1) == b"x"
+            again = crowd.connection()           # nothing freed this time: no refill
+            for sock in again:
+                sock.close()
+            assert crowd.refills == 1
+            with pytest.raises(ValueError, match=r"^tries must be an int in 1-100, got 0$"):
+                crowd.connection(tries=0)
+            crowd.placeholders[0].close()        # a gap again, and only one try allowed: the error names the fds
+            with pytest.raises(RuntimeError, match=r"^1 connections in a row got an fd below 1024 \(the last: \["):
+                crowd.connection(tries=1)
+            third = crowd.connection()
+            third_fds = [sock.fileno() for sock in third]
+            for sock in third:
+                sock.close()
+            assert crowd.refills == 2 and min(third_fds) >= FD_SETSIZE, (crowd.refills, third_fds)
+    finally:
+        early.close()
+    assert _fd_count() == before_fds
 
 
 def test_crowd_below_records_the_emfile_of_a_low_soft_limit() -> None:

@@ -27,10 +27,13 @@ def watch_vanished_peer(client: socket.socket, peer: socket.socket, limit_s: flo
                         progress: str | None = None) -> dict:
     """Make `peer` vanish and sample `client`'s TCP_INFO until keep-alive gives up (at most
     `limit_s` s; `progress` labels a progress line). Returns plain data: the error recv()
-    then raised (None if none came), seconds until the verdict, segments the peer's TCP saw
-    meanwhile (0: all dropped before TCP), and the timeline as [seconds, state name,
-    unanswered probes, segs_out]. PermissionError where this process may not attach the
-    filter (see helpers.filters)."""
+    then raised (None if none came), seconds from the vanishing to the verdict (``after_s``),
+    seconds the connection had already been silent when the peer vanished (``idle_before_s``:
+    keep-alive's idle time counts from the last segment received, TCP_INFO's last_ack_recv and
+    last_data_recv, not from the vanishing), segments the peer's TCP saw meanwhile (0: all
+    dropped before TCP), and the timeline as [seconds, state name, unanswered probes,
+    segs_out]. PermissionError where this process may not attach the filter (see
+    helpers.filters)."""
     import errno
 
     from helpers.filters import drop_all
@@ -38,7 +41,7 @@ def watch_vanished_peer(client: socket.socket, peer: socket.socket, limit_s: flo
     from helpers.sampling import sample_tcp_info
 
     drop_all(peer)
-    heard = tcp_info(peer).segs_in
+    heard, before = tcp_info(peer).segs_in, tcp_info(client)
     samples = sample_tcp_info(client, limit_s, progress=progress,
                               stop_when=lambda info: info.state is not TcpState.ESTABLISHED)
     error = None
@@ -50,7 +53,9 @@ def watch_vanished_peer(client: socket.socket, peer: socket.socket, limit_s: flo
             pass
         except OSError as exc:  # the verdict waits here as the socket's pending error
             error = errno.errorcode.get(exc.errno or 0, str(exc))
-    return {"error": error, "after_s": samples[-1].t_s, "peer_heard": tcp_info(peer).segs_in - heard,
+    return {"error": error, "after_s": samples[-1].t_s,
+            "idle_before_s": min(before.last_ack_recv_ms, before.last_data_recv_ms) / 1000,
+            "peer_heard": tcp_info(peer).segs_in - heard,
             "timeline": [[s.t_s, s.info.state.name, s.info.probes, s.info.segs_out] for s in samples]}
 
 

@@ -28,10 +28,38 @@ def _run(fn: Any, **kwargs: Any) -> Any:
 def test_a_vanished_peer_hears_nothing_and_keepalive_gives_up_with_etimedout() -> None:
     seen = _run(keepalive.vanished_peer, idle_s=1, interval_s=1, count=2, limit_s=8)
     assert seen["error"] == "ETIMEDOUT", seen["error"]
-    assert 2.5 <= seen["after_s"] <= 6, seen["after_s"]  # idle 1 s + 2 probes x 1 s; wide: a busy machine
+    silent_s = seen["idle_before_s"] + seen["after_s"]   # keep-alive's clock starts at the last segment received
+    assert seen["idle_before_s"] >= 0, seen
+    assert 2.7 <= silent_s <= 6, seen  # idle 1 s + 2 probes x 1 s; wide above: a busy machine
     assert seen["peer_heard"] == 0, "the filter dropped every segment before the peer's TCP saw it"
     alive = [row for row in seen["timeline"] if row[1] == "ESTABLISHED"]
     assert max(row[2] for row in alive) == 2 and seen["timeline"][-1][1] == "CLOSE", seen["timeline"][-3:]
+
+
+def _vanished_after_a_silence(silence_s: float) -> dict:
+    """A keep-alive connection left silent for `silence_s` before its peer vanishes."""
+    import socket
+    import time
+
+    from helpers import closing
+    from helpers.keepalive import watch_vanished_peer
+
+    client, peer = closing.connected_pair()
+    with client, peer:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 2)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 1)
+        time.sleep(silence_s)
+        return watch_vanished_peer(client, peer, limit_s=6)
+
+
+def test_keepalive_counts_its_idle_time_from_the_last_segment_received_not_from_the_vanishing() -> None:
+    seen = _run(_vanished_after_a_silence, silence_s=1.2)
+    assert seen["error"] == "ETIMEDOUT", seen
+    assert 1.2 <= seen["idle_before_s"] < 2, seen  # TCP_INFO's last_ack_recv: the silence before the vanishing
+    assert 2.85 <= seen["idle_before_s"] + seen["after_s"] <= 5, seen  # idle 2 s + 1 probe x 1 s, from the handshake
+    assert seen["after_s"] < 2.85, seen  # so the verdict came sooner than 3 s after the vanishing
 
 
 def _dropped_then_detached() -> dict:

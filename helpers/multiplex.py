@@ -28,7 +28,9 @@ between calls, so what grows with n in poll's cost is the kernel's copy and scan
 ``crowd_below()`` fills every free fd number below 1024 with placeholder sockets, so that the
 next socket the process opens lands above select's wall (lesson 14). The kernel hands out
 the lowest free number each time (``man 2 open``), so that is the whole trick; on the way
-it records whether the soft ``RLIMIT_NOFILE`` stopped the filling first (EMFILE).
+it records whether the soft ``RLIMIT_NOFILE`` stopped the filling first (EMFILE). Numbers
+belong to the whole process, not to one thread: ``Crowd.connection()`` makes the lesson's
+connection above the wall and fills again any number another thread freed meanwhile.
 
 Two smaller tools serve the lesson's epoll flag demos: ``event_names()`` spells out an
 event mask (``EPOLLIN|EPOLLRDHUP``), and ``wakeups()`` counts how many threads, each blocked

@@ -296,16 +296,14 @@ class Crowd:
         """The placeholder with the highest fd number (wall - 1 unless something else holds it)."""
         return max(self.placeholders, key=lambda s: s.fileno())
 
-    def fill(self) -> int:
-        """Open placeholders on every number below the wall that is free now; return how many."""
-        opened = 0
+    def fill(self) -> None:
+        """Open placeholders on every number below the wall that is free now."""
         while True:
             sock = socket.socket()
             if sock.fileno() >= self.wall:  # every number below the wall is taken: this one is not a placeholder
                 sock.close()
-                return opened
+                return
             self.placeholders.append(sock)
-            opened += 1
 
     def connection(self, tries: int = 5) -> tuple[socket.socket, socket.socket, socket.socket]:
         """A listener on 127.0.0.1 and both ends of one TCP connection to it, every fd at or above the wall.

@@ -29,7 +29,6 @@ def test_a_vanished_peer_hears_nothing_and_keepalive_gives_up_with_etimedout() -
     seen = _run(keepalive.vanished_peer, idle_s=1, interval_s=1, count=2, limit_s=8)
     assert seen["error"] == "ETIMEDOUT", seen["error"]
     silent_s = seen["idle_before_s"] + seen["after_s"]   # keep-alive's clock starts at the last segment received
-    assert seen["idle_before_s"] >= 0, seen
     assert 2.7 <= silent_s <= 6, seen  # idle 1 s + 2 probes x 1 s; wide above: a busy machine
     assert seen["peer_heard"] == 0, "the filter dropped every segment before the peer's TCP saw it"
     alive = [row for row in seen["timeline"] if row[1] == "ESTABLISHED"]
